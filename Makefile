@@ -1,0 +1,63 @@
+# The two commands: `make demo` and `make test`. Both work on a fresh clone: they create
+# .venv, install the project (pinned by constraints.txt), install Debian's redis-server when
+# it is missing and we are root, bring the local Kafka + Redis up and take them down after.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STREAMFER := $(BIN)/streamfer
+SPEC ?= examples/card-payments.yaml
+EVENTS ?= 20000
+export STREAMFER_HOME ?= $(CURDIR)/.streamfer
+
+.PHONY: demo test install prerequisites lint format up down clean
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+# Java 17 and Maven fetch and run the Kafka broker; redis-server serves the features.
+prerequisites:
+	@missing=""; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v java >/dev/null || missing="$$missing openjdk-17-jre-headless"; \
+	command -v mvn >/dev/null || missing="$$missing maven"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else \
+	    echo "missing:$$missing — install with: sudo apt-get install$$missing"; exit 1; \
+	  fi; \
+	fi
+
+up: install prerequisites
+	$(STREAMFER) up
+
+down:
+	$(STREAMFER) down
+
+demo: install prerequisites
+	@set -e; eval "$$($(STREAMFER) up)"; trap '$(STREAMFER) down' EXIT; \
+	$(STREAMFER) demo -s $(SPEC) --events $(EVENTS)
+
+test: install prerequisites
+	@set -e; eval "$$($(STREAMFER) up)"; trap '$(STREAMFER) down' EXIT; \
+	$(BIN)/ruff check streams features inference tests; \
+	$(BIN)/pytest -p no:cacheprovider -q tests
+
+lint: install
+	$(BIN)/ruff check streams features inference tests
+	$(BIN)/ruff format --check streams features inference tests
+
+format: install
+	$(BIN)/ruff format streams features inference tests
+	$(BIN)/ruff check --fix streams features inference tests
+
+clean:
+	-$(STREAMFER) down
+	rm -rf $(VENV) .streamfer examples/models

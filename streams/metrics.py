@@ -1,0 +1,127 @@
+"""Prometheus metrics of one worker process, on its own registry and HTTP endpoint.
+
+Metrics are observed once per batch (counts added in bulk), never per event.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+_LATENCY_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+)
+_SIZE_BUCKETS = (1, 10, 50, 100, 250, 500, 1000, 2000, 5000, 10000)
+
+
+class WorkerMetrics:
+    """The catalog in docs/operations.md; one instance per worker process."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.events_in = Counter(
+            "streamfer_events_in", "Messages consumed from the events topic", registry=r
+        )
+        self.predictions_out = Counter(
+            "streamfer_predictions_out", "Predictions acknowledged by the broker", registry=r
+        )
+        self.dead_letters = Counter(
+            "streamfer_dead_letters",
+            "Messages sent to the dead-letter topic",
+            ["reason"],
+            registry=r,
+        )
+        self.late_events = Counter(
+            "streamfer_late_events", "Events beyond the allowed lateness (not applied)", registry=r
+        )
+        self.replayed_events = Counter(
+            "streamfer_replayed_events",
+            "Redelivered events answered from recorded features",
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "streamfer_batch_size", "Messages per micro-batch", buckets=_SIZE_BUCKETS, registry=r
+        )
+        self.batch_wait = Histogram(
+            "streamfer_batch_wait_seconds",
+            "Time spent filling a micro-batch",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.stage = Histogram(
+            "streamfer_stage_seconds",
+            "Time per batch in each stage",
+            ["stage"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.end_to_end = Histogram(
+            "streamfer_end_to_end_seconds",
+            "Event time to prediction produced (batch median)",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.consumer_lag = Gauge(
+            "streamfer_consumer_lag",
+            "Messages behind the log end",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.model_info = Gauge(
+            "streamfer_model_info",
+            "Model in use (value 1)",
+            ["model", "version", "provider"],
+            registry=r,
+        )
+        self.model_swap_failures = Counter(
+            "streamfer_model_swap_failures", "New model versions refused", registry=r
+        )
+        self.redis_errors = Counter(
+            "streamfer_redis_errors", "Failed Redis calls (retried)", registry=r
+        )
+        self.model_errors = Counter(
+            "streamfer_model_errors", "Failed inference runs (retried)", registry=r
+        )
+        self.rebalances = Counter(
+            "streamfer_rebalances", "Partition assignment changes", ["kind"], registry=r
+        )
+        self.paused = Gauge(
+            "streamfer_paused", "1 while consumption is paused for backpressure", registry=r
+        )
+        self._model_labels: tuple[str, str, str] | None = None
+
+    def serve(self, host: str, port: int) -> int:
+        """Start the /metrics endpoint; returns the bound port (port 0 picks a free one)."""
+        server, _thread = start_http_server(port, addr=host, registry=self.registry)
+        return int(server.server_port)
+
+    def set_model(self, name: str, version: str, provider: str) -> None:
+        if self._model_labels is not None:
+            self.model_info.remove(*self._model_labels)
+        self._model_labels = (name, version, provider)
+        self.model_info.labels(*self._model_labels).set(1)
+
+    def on_stats(self, stats_json: str) -> None:
+        """librdkafka statistics callback: per-partition consumer lag, no extra round trips."""
+        stats: dict[str, Any] = orjson.loads(stats_json)
+        for topic, tstats in stats.get("topics", {}).items():
+            for partition, pstats in tstats.get("partitions", {}).items():
+                lag = pstats.get("consumer_lag", -1)
+                if partition != "-1" and lag is not None and lag >= 0:
+                    self.consumer_lag.labels(topic, partition).set(lag)

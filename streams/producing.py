@@ -1,0 +1,100 @@
+"""Writing events to the events topic: the synthetic workload (and, later, CSV replay)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from confluent_kafka import KafkaError, Producer
+from rich.console import Console
+
+from streams.spec import Connections, PipelineSpec
+from streams.synthetic import CardPayments
+
+
+@dataclass(frozen=True)
+class ProduceResult:
+    count: int
+    seconds: float
+
+    @property
+    def rate(self) -> float:
+        return self.count / max(self.seconds, 1e-9)
+
+
+def produce_events(
+    connections: Connections,
+    topic: str,
+    events: Iterable[dict[str, Any]],
+    *,
+    key_field: str | None,
+    total: int | None = None,
+    progress: Console | None = None,
+) -> ProduceResult:
+    """Produce JSON events keyed by `key_field`; raises if any record is not delivered."""
+    failures: list[str] = []
+
+    def on_error(err: KafkaError | None, _msg: Any) -> None:
+        if err is not None:
+            failures.append(str(err))
+
+    producer = Producer(
+        connections.kafka_config(
+            **{
+                "linger.ms": 20,
+                "batch.num.messages": 10000,
+                "compression.type": "lz4",
+                "enable.idempotence": True,
+                "queue.buffering.max.messages": 1_000_000,
+                "delivery.report.only.error": True,
+                "on_delivery": on_error,
+            }
+        )
+    )
+    started = time.perf_counter()
+    last_report = started
+    count = 0
+    dumps = orjson.dumps
+    for event in events:
+        key = str(event[key_field]).encode() if key_field else None
+        value = dumps(event)
+        while True:
+            try:
+                producer.produce(topic, value, key)
+                break
+            except BufferError:
+                producer.poll(0.05)
+        count += 1
+        if count % 10_000 == 0:
+            producer.poll(0)
+            now = time.perf_counter()
+            if progress is not None and now - last_report > 2:
+                done = f"{count:,}" + (f"/{total:,}" if total else "")
+                progress.print(f"produced {done} events ({count / (now - started):,.0f}/s)")
+                last_report = now
+    while producer.flush(10) > 0:
+        pass
+    if failures:
+        raise RuntimeError(f"{len(failures)} events were not delivered, e.g. {failures[0]}")
+    return ProduceResult(count, time.perf_counter() - started)
+
+
+def produce_synthetic(
+    connections: Connections,
+    spec: PipelineSpec,
+    workload: CardPayments,
+    *,
+    progress: Console | None = None,
+) -> ProduceResult:
+    key_field = spec.event.entities[0]
+    return produce_events(
+        connections,
+        spec.topics.events,
+        workload.events(),
+        key_field=key_field,
+        total=workload.n_events,
+        progress=progress,
+    )

@@ -1,0 +1,209 @@
+"""The pipeline spec: one YAML file, validated at start into one frozen settings object.
+
+Connection settings and secrets never live in the file: they come from the environment
+(`Connections.from_env`), so one spec runs unchanged on a laptop, in CI and in compose.
+"""
+
+from __future__ import annotations
+
+import os
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Self
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from features.duration import DurationMs
+from features.spec import FeatureSpec
+from inference.spec import ModelSpec
+from streams.schema import EventSchema
+
+
+class SpecError(Exception):
+    """A spec that cannot run; the message lists each problem with its field and fix."""
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Topics(_Frozen):
+    events: str
+    predictions: str
+    dead_letter: str
+    labels: str | None = None
+    alerts: str | None = None
+    features: str | None = Field(
+        default=None, description="optional topic of scored feature vectors, for training sets"
+    )
+    partitions: int = Field(
+        default=4, ge=1, description="partitions when streamfer creates a topic"
+    )
+
+    @model_validator(mode="after")
+    def _distinct(self) -> Self:
+        named = [t for t in (self.events, self.predictions, self.dead_letter) if t]
+        if len(set(named)) != len(named):
+            raise ValueError("events, predictions and dead_letter must be three different topics")
+        return self
+
+
+class Batching(_Frozen):
+    max_size: int = Field(default=1000, ge=1, le=100_000)
+    max_wait: DurationMs = Field(default=50, description="longest wait to fill a batch")
+
+
+class DeliveryMode(StrEnum):
+    AT_LEAST_ONCE = "at_least_once"
+    EXACTLY_ONCE = "exactly_once"
+
+
+class Delivery(_Frozen):
+    mode: DeliveryMode = DeliveryMode.AT_LEAST_ONCE
+    group: str | None = Field(default=None, description="consumer group (default: spec name)")
+
+
+class AdaptationMode(StrEnum):
+    OFF = "off"
+    STACK = "stack"
+    CHALLENGER = "challenger"
+
+
+class Adaptation(_Frozen):
+    """Online adaptation from delayed labels (the learner); `off` until it is configured."""
+
+    mode: AdaptationMode = AdaptationMode.OFF
+    model: dict[str, Any] | None = None
+    min_labels: int = Field(default=500, ge=0)
+
+
+class PredictionLog(_Frozen):
+    horizon: DurationMs = Field(default=3_600_000, gt=0, description="how long labels may lag")
+
+
+class Retry(_Frozen):
+    initial: DurationMs = 100
+    max: DurationMs = 30_000
+
+
+class Metrics(_Frozen):
+    host: str = "127.0.0.1"
+    port: int = Field(default=9108, ge=0, le=65535)
+
+
+class PipelineSpec(_Frozen):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    topics: Topics
+    event: EventSchema
+    features: FeatureSpec
+    model: ModelSpec
+    batching: Batching = Batching()
+    delivery: Delivery = Delivery()
+    adaptation: Adaptation = Adaptation()
+    prediction_log: PredictionLog = PredictionLog()
+    retry: Retry = Retry()
+    metrics: Metrics = Metrics()
+    redis_namespace: str | None = Field(default=None, description="key prefix (default: name)")
+
+    @model_validator(mode="after")
+    def _features_read_declared_fields(self) -> Self:
+        known = set(self.event.all_fields()) | {self.event.time.field}
+        for entity in self.features.entities:
+            if entity not in self.event.entities:
+                raise ValueError(
+                    f"features use entity '{entity}', which is not in event.entities "
+                    f"{list(self.event.entities)}: add it there"
+                )
+        for field in self.features.fields_used:
+            if field not in known:
+                raise ValueError(
+                    f"features read field '{field}', not declared in event.fields: declare it"
+                )
+        missing = [
+            c for cols in self.model.inputs.values() for c in cols if c not in self.features.names
+        ]
+        if missing:
+            raise ValueError(
+                f"model.inputs use {missing}, which are not feature columns; "
+                f"known columns: {list(self.features.names)}"
+            )
+        return self
+
+    @property
+    def group(self) -> str:
+        return self.delivery.group or self.name
+
+    @property
+    def namespace(self) -> str:
+        return self.redis_namespace or self.name
+
+
+def _describe(error: Any) -> str:
+    where = ".".join(str(part) for part in error["loc"]) or "(top level)"
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "missing":
+        message = "is required: add it"
+    elif error["type"] == "extra_forbidden":
+        message = "is not a known setting: remove it or check its spelling"
+    return f"  {where}: {message}"
+
+
+def load_spec(path: str | Path) -> PipelineSpec:
+    """Read and validate a spec file; relative model paths resolve against its folder."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise SpecError(f"spec file {path} does not exist") from None
+    except yaml.YAMLError as exc:
+        raise SpecError(f"{path} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise SpecError(f"{path} must hold a mapping of settings, not {type(raw).__name__}")
+    return parse_spec(raw, base=path.parent, source=str(path))
+
+
+def parse_spec(
+    raw: dict[str, Any], *, base: Path = Path("."), source: str = "spec"
+) -> PipelineSpec:
+    raw = dict(raw)
+    model = raw.get("model")
+    if isinstance(model, dict):
+        model = dict(model)
+        for key in ("path", "registry"):
+            if isinstance(model.get(key), str) and not Path(model[key]).is_absolute():
+                model[key] = str((base / model[key]).resolve())
+        raw["model"] = model
+    try:
+        return PipelineSpec.model_validate(raw)
+    except ValidationError as exc:
+        lines = "\n".join(_describe(e) for e in exc.errors())
+        raise SpecError(f"{source} has {exc.error_count()} problem(s):\n{lines}") from None
+
+
+class Connections(_Frozen):
+    """Where Kafka and Redis are; from the environment, never from the spec file."""
+
+    bootstrap: str = "127.0.0.1:9092"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    kafka: dict[str, str] = Field(default_factory=dict, description="extra librdkafka settings")
+
+    @classmethod
+    def from_env(cls, *, bootstrap: str | None = None, redis_url: str | None = None) -> Connections:
+        """STREAMFER_BOOTSTRAP, STREAMFER_REDIS_URL, and STREAMFER_RDKAFKA_<SETTING> for any
+        librdkafka setting (e.g. STREAMFER_RDKAFKA_SASL_PASSWORD → sasl.password)."""
+        extra = {
+            key.removeprefix("STREAMFER_RDKAFKA_").lower().replace("_", "."): value
+            for key, value in os.environ.items()
+            if key.startswith("STREAMFER_RDKAFKA_")
+        }
+        return cls(
+            bootstrap=bootstrap
+            or os.environ.get("STREAMFER_BOOTSTRAP", cls.model_fields["bootstrap"].default),
+            redis_url=redis_url
+            or os.environ.get("STREAMFER_REDIS_URL", cls.model_fields["redis_url"].default),
+            kafka=extra,
+        )
+
+    def kafka_config(self, **settings: Any) -> dict[str, Any]:
+        return {"bootstrap.servers": self.bootstrap, **self.kafka, **settings}

@@ -1,0 +1,110 @@
+"""Create a pipeline's topics when they are missing (idempotent, safe to race)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from streams.spec import Connections, PipelineSpec
+
+
+class BrokerUnreachable(Exception):
+    """No broker answered; the message says where we looked and what to check."""
+
+
+def admin_for(connections: Connections, timeout_s: float = 10.0) -> AdminClient:
+    admin = AdminClient(connections.kafka_config())
+    try:
+        admin.list_topics(timeout=timeout_s)
+    except KafkaException as exc:
+        raise BrokerUnreachable(
+            f"no Kafka broker answered at {connections.bootstrap} within {timeout_s:.0f}s ({exc}). "
+            "Start the local stack with `streamfer up`, or set STREAMFER_BOOTSTRAP."
+        ) from None
+    return admin
+
+
+def ensure_topics(
+    connections: Connections, spec: PipelineSpec, *, events_only: bool = False
+) -> None:
+    t = spec.topics
+    names = [t.events] if events_only else [t.events, t.predictions, t.dead_letter]
+    if not events_only:
+        names += [n for n in (t.labels, t.alerts, t.features) if n]
+    admin = admin_for(connections)
+    existing = set(admin.list_topics(timeout=10).topics)
+    wanted = [
+        NewTopic(n, num_partitions=t.partitions, replication_factor=-1)
+        for n in names
+        if n not in existing
+    ]
+    if not wanted:
+        return
+    for name, future in admin.create_topics(wanted, operation_timeout=30).items():
+        try:
+            future.result()
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise RuntimeError(f"could not create topic {name}: {exc}") from None
+
+
+def read_topic(
+    connections: Connections,
+    topic: str,
+    *,
+    expected: int | None = None,
+    timeout_s: float = 60.0,
+    idle_s: float = 3.0,
+) -> list[Any]:
+    """Every committed record of `topic` from the beginning (read_committed).
+
+    Stops when `expected` records were read, or after `idle_s` without records once the end
+    of every partition was reached, or at `timeout_s`.
+    """
+    import time
+    import uuid
+
+    from confluent_kafka import Consumer
+
+    consumer = Consumer(
+        connections.kafka_config(
+            **{
+                "group.id": f"streamfer-reader-{uuid.uuid4().hex[:8]}",
+                "auto.offset.reset": "earliest",
+                "enable.auto.commit": False,
+                "isolation.level": "read_committed",
+                "enable.partition.eof": True,
+            }
+        )
+    )
+    consumer.subscribe([topic])
+    records: list[Any] = []
+    eof: set[int] = set()
+    deadline = time.monotonic() + timeout_s
+    last = time.monotonic()
+    try:
+        while time.monotonic() < deadline:
+            if expected is not None and len(records) >= expected:
+                break
+            batch = consumer.consume(10_000, 0.5)
+            for msg in batch:
+                err = msg.error()
+                if err is None:
+                    records.append(msg)
+                    eof.discard(msg.partition())
+                    last = time.monotonic()
+                elif err.code() == KafkaError._PARTITION_EOF:
+                    eof.add(msg.partition())
+            assigned = {p.partition for p in consumer.assignment()}
+            if (
+                expected is None
+                and assigned
+                and eof >= assigned
+                and time.monotonic() - last > idle_s
+            ):
+                break
+    finally:
+        consumer.close()
+    return records

@@ -1,0 +1,77 @@
+"""Session fixtures: the real Kafka broker and redis-server, and unique names per test.
+
+`make test` brings the local stack up first and exports STREAMFER_BOOTSTRAP and
+STREAMFER_REDIS_URL. Run on its own, pytest starts the stack itself (and stops what it
+started). Either way a service that cannot be reached fails the run: nothing is skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+
+@dataclass(frozen=True)
+class Services:
+    bootstrap: str
+    redis_url: str
+
+
+def _reachable(services: Services) -> None:
+    import redis
+    from confluent_kafka.admin import AdminClient
+
+    redis.Redis.from_url(services.redis_url, socket_timeout=5).ping()
+    admin = AdminClient({"bootstrap.servers": services.bootstrap})
+    admin.list_topics(timeout=15)
+
+
+@pytest.fixture(scope="session")
+def services() -> Iterator[Services]:
+    bootstrap = os.environ.get("STREAMFER_BOOTSTRAP")
+    redis_url = os.environ.get("STREAMFER_REDIS_URL")
+    if bootstrap and redis_url:
+        found = Services(bootstrap, redis_url)
+        _reachable(found)
+        yield found
+        return
+    from streams.stack import LocalStack, StackConfig
+
+    stack = LocalStack(StackConfig.from_env())
+    was_up = stack.status().running
+    status = stack.up()
+    started = Services(status.bootstrap_servers, status.redis_url)
+    _reachable(started)
+    try:
+        yield started
+    finally:
+        if not was_up:
+            stack.down()
+
+
+@pytest.fixture(scope="session")
+def redis_url(request: pytest.FixtureRequest) -> str:
+    # Redis-only tests need no broker: an exported URL is used as it is.
+    url = os.environ.get("STREAMFER_REDIS_URL")
+    if url:
+        import redis
+
+        redis.Redis.from_url(url, socket_timeout=5).ping()
+        return url
+    services: Services = request.getfixturevalue("services")
+    return services.redis_url
+
+
+@pytest.fixture(scope="session")
+def bootstrap(services: Services) -> str:
+    return services.bootstrap
+
+
+@pytest.fixture
+def unique() -> str:
+    """A short unique token for topic names and Redis key namespaces of one test."""
+    return uuid.uuid4().hex[:10]
