@@ -177,8 +177,13 @@ class Worker:
                         self.metrics.model_swap_failures.inc()
                 batch = self._consumer.poll_batch()
                 if not batch.messages:
-                    if idle_exit_s is not None and time.monotonic() - last_activity > idle_exit_s:
-                        break
+                    # Idle time counts only while we own partitions: a worker waiting for
+                    # its assignment (e.g. a dead member's session to expire) is not idle.
+                    if idle_exit_s is not None:
+                        if not self._consumer.assignment():
+                            last_activity = time.monotonic()
+                        elif time.monotonic() - last_activity > idle_exit_s:
+                            break
                     continue
                 last_activity = time.monotonic()
                 if self.stats.first_consume is None:

@@ -1,0 +1,85 @@
+"""Bad input is data: each bad message lands in the dead-letter topic with its reason."""
+
+from __future__ import annotations
+
+import time
+
+import orjson
+import pytest
+from confluent_kafka import Producer
+
+from streams.topics import ensure_topics, read_topic
+from tests.integration.harness import make_spec, read_json, start_worker, synthetic
+
+pytestmark = pytest.mark.integration
+
+NOW_MS = int(time.time() * 1000)
+
+
+def hostile() -> list[tuple[str, bytes | None]]:
+    base = {
+        "event_id": "x",
+        "event_time": NOW_MS,
+        "card_id": "c1",
+        "merchant_id": "m1",
+        "amount": 10.0,
+        "mcc": 5411,
+    }
+
+    def ev(**kw: object) -> bytes:
+        event = {**base, **kw}
+        return orjson.dumps({k: v for k, v in event.items() if v is not ...})
+
+    return [
+        ("decode_error", b'{"event_id": "bad-json", '),
+        ("decode_error", b'{"event_id":"nan","event_time":1,"card_id":"c","amount":NaN}'),
+        ("decode_error", b'{"event_id":"inf","amount":Infinity}'),
+        ("not_an_object", b'["an", "array"]'),
+        ("invalid_type", ev(event_id="wrong-type", amount="ten")),
+        ("invalid_type", ev(event_id="bool-amount", amount=True)),
+        ("missing_field", ev(event_id=...)),
+        ("missing_field", ev(event_id="no-time", event_time=...)),
+        ("missing_field", ev(event_id="no-card", card_id=...)),
+        ("oversized", ev(event_id="big", pad="x" * 10_000)),
+        ("event_time_out_of_range", ev(event_id="past", event_time=NOW_MS - 400 * 86_400_000)),
+        ("event_time_out_of_range", ev(event_id="future", event_time=NOW_MS + 86_400_000)),
+        ("empty", None),
+    ]
+
+
+def test_each_hostile_message_is_dead_lettered_and_good_events_are_scored(conn, model_file, unique):
+    spec = make_spec(unique, {"path": str(model_file)}, partitions=1)
+    ensure_topics(conn, spec)
+    good = synthetic(200, seed=9)
+    bad = hostile()
+    producer = Producer(conn.kafka_config())
+    # Interleave: good events before, between and after every bad one, on one partition.
+    per_gap = len(good) // (len(bad) + 1)
+    sent_good = []
+    for i, (_reason, payload) in enumerate([*bad, ("", b"")]):
+        for event in good[i * per_gap : (i + 1) * per_gap]:
+            producer.produce(spec.topics.events, orjson.dumps(event), b"k")
+            sent_good.append(event["event_id"])
+        if payload != b"":
+            producer.produce(spec.topics.events, payload, b"k")
+    assert producer.flush(30) == 0
+    total = len(sent_good) + len(bad)
+
+    worker = start_worker(spec, conn, max_events=total, idle_exit_s=60)
+    stats = worker.join()
+
+    assert stats.events_in == total
+    assert stats.dead_letters == len(bad)
+    predictions = read_json(conn, spec.topics.predictions, expected=len(sent_good))
+    assert sorted(p["event_id"] for p in predictions) == sorted(sent_good)
+
+    dead = read_topic(conn, spec.topics.dead_letter, expected=len(bad), timeout_s=60)
+    assert len(dead) == len(bad)
+    reasons = []
+    for msg in sorted(dead, key=lambda m: int(dict(m.headers())["streamfer.source.offset"])):
+        headers = dict(msg.headers())
+        reasons.append(headers["streamfer.error.kind"].decode())
+        assert headers["streamfer.error.message"]
+        assert headers["streamfer.source.topic"].decode() == spec.topics.events
+        assert headers["streamfer.source.partition"] == b"0"
+    assert reasons == [reason for reason, _ in bad]

@@ -1,0 +1,41 @@
+"""The thin vertical slice: synthetic events → Kafka → features in Redis → ONNX → predictions."""
+
+from __future__ import annotations
+
+import pytest
+
+from inference.onnx_model import ModelRef
+from tests.integration.harness import (
+    assert_features_exact,
+    make_spec,
+    prediction_counts,
+    produce,
+    read_json,
+    recompute_features,
+    start_worker,
+    synthetic,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def test_ten_thousand_events_get_one_prediction_each_with_exact_features(conn, model_file, unique):
+    spec = make_spec(unique, {"path": str(model_file)})
+    events = synthetic(10_000)
+    assert produce(conn, spec, events) == 10_000
+
+    stats = start_worker(spec, conn, max_events=10_000, idle_exit_s=60).join()
+
+    assert stats.events_in == 10_000 and stats.dead_letters == 0
+    predictions = read_json(conn, spec.topics.predictions, expected=10_000)
+    counts = prediction_counts(predictions)
+    assert set(counts) == {e["event_id"] for e in events}
+    assert max(counts.values()) == 1
+    version = ModelRef.for_file("card-fraud", model_file).version
+    for p in predictions:
+        assert 0.0 <= p["score"] <= 1.0
+        assert p["model"] == {"name": "card-fraud", "version": version}
+        assert p["decision"] == (p["score"] >= spec.model.threshold)
+
+    served = read_json(conn, spec.topics.features, expected=10_000)
+    assert_features_exact(served, recompute_features(conn, spec), spec.features.names)
