@@ -244,7 +244,7 @@ def schema(
 @app.command("demo-model")
 def demo_model(
     spec: SpecOpt,
-    events: Annotated[int, typer.Option(help="synthetic training events")] = 30_000,
+    events: Annotated[int, typer.Option(help="synthetic training events")] = 20_000,
 ) -> None:
     """Train the demo network on synthetic payments and write it where the spec says."""
     from streams.demo_model import build_demo_model

@@ -64,11 +64,11 @@ def _featurize(
         ys.append(fraud_label(event, mean, count, drifted=drifted))
 
 
-def build_demo_model(spec: PipelineSpec, *, n_events: int = 30_000, seed: int = 11) -> Path:
+def build_demo_model(spec: PipelineSpec, *, n_events: int = 20_000, seed: int = 11) -> Path:
     """Train and write the spec's model file (or register a new version in its registry)."""
     X, y = training_set(spec, n_events, seed=seed)
     log.info("training on %d events, %.1f%% fraud", len(y), 100 * y.mean())
-    weights = train_mlp(X, y, hidden=16, epochs=300, seed=seed, lr=0.02)
+    weights = train_mlp(X, y, hidden=16, epochs=20, seed=seed, lr=0.01, batch_size=256)
     doc = f"streamfer demo model for spec '{spec.name}', trained on {n_events} synthetic events"
     columns = list(spec.model.feature_columns)
     if spec.model.path is not None:

@@ -1,0 +1,137 @@
+"""The real local stack: a Kafka 4 broker and redis-server in a temporary home."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from confluent_kafka import Consumer, Producer
+
+from streams.stack import LocalStack, StackConfig
+
+pytestmark = pytest.mark.integration
+
+
+def _free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return not stat.exists() or stat.read_text().rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+def _pgrep(pattern: str) -> str:
+    return subprocess.run(["pgrep", "-af", "--", pattern], capture_output=True, text=True).stdout
+
+
+@pytest.fixture
+def local(tmp_path: Path) -> Iterator[LocalStack]:
+    kafka_port, controller_port, redis_port = _free_ports(3)
+    config = StackConfig(
+        home=tmp_path / "home",
+        kafka_port=kafka_port,
+        controller_port=controller_port,
+        redis_port=redis_port,
+    )
+    stack = LocalStack(config)
+    try:
+        yield stack
+    finally:
+        stack.down()  # a failing test must not leave processes behind
+
+
+def _consume_one(bootstrap: str, topic: str, isolation: str) -> bytes:
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"g-{uuid.uuid4().hex[:8]}",
+            "auto.offset.reset": "earliest",
+            "isolation.level": isolation,
+        }
+    )
+    try:
+        consumer.subscribe([topic])
+        for _ in range(60):
+            msg = consumer.poll(1.0)
+            if msg is not None and msg.error() is None:
+                value = msg.value()
+                assert value is not None
+                return value
+        raise AssertionError(f"nothing consumed from {topic}")
+    finally:
+        consumer.close()
+
+
+def test_up_serves_is_idempotent_supports_transactions_and_down_leaves_nothing(
+    local: LocalStack,
+) -> None:
+    status = local.up()
+    assert status.running
+    assert status.kafka_pid is not None and status.redis_pid is not None
+    assert local.status() == status
+    assert (local.home / "stack.json").exists()
+    home = str(local.home)
+
+    # Plain produce + consume, on an auto-created topic.
+    topic = f"plain-{uuid.uuid4().hex[:8]}"
+    producer = Producer({"bootstrap.servers": status.bootstrap_servers})
+    producer.produce(topic, b"hello")
+    assert producer.flush(30) == 0
+    assert _consume_one(status.bootstrap_servers, topic, "read_uncommitted") == b"hello"
+
+    client = redis.Redis.from_url(status.redis_url)
+    client.set("streamfer:test", b"v")
+    assert client.get("streamfer:test") == b"v"
+    client.close()
+
+    # A second up() keeps the running processes.
+    again = local.up()
+    assert (again.kafka_pid, again.redis_pid) == (status.kafka_pid, status.redis_pid)
+    assert len(_pgrep(f"{home}/kafka/server.properties").splitlines()) == 1
+    assert len(_pgrep(f"--dir {home}/redis").splitlines()) == 1
+
+    # Exactly-once output needs transactions.
+    tx_topic = f"tx-{uuid.uuid4().hex[:8]}"
+    tx = Producer(
+        {"bootstrap.servers": status.bootstrap_servers, "transactional.id": f"t-{tx_topic}"}
+    )
+    tx.init_transactions(60)
+    tx.begin_transaction()
+    tx.produce(tx_topic, b"committed")
+    tx.commit_transaction(60)
+    assert _consume_one(status.bootstrap_servers, tx_topic, "read_committed") == b"committed"
+
+    del producer, tx  # close the clients first: no reconnect noise once the broker is gone
+    local.down()
+    assert not _pid_alive(status.kafka_pid)
+    assert not _pid_alive(status.redis_pid)
+    assert _pgrep(home) == ""
+    assert not local.status().running
+    assert not (local.home / "stack.json").exists()
+
+
+def test_restart_reuses_formatted_storage(local: LocalStack) -> None:
+    first = local.up()
+    cluster_id = (local.kafka_dir / "cluster.id").read_text()
+    local.down()
+    second = local.up()
+    assert second.running and second.kafka_pid != first.kafka_pid
+    assert (local.kafka_dir / "cluster.id").read_text() == cluster_id
