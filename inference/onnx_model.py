@@ -153,12 +153,17 @@ def _cuda_session(
     """A session whose providers really include CUDA, or None and the reason."""
     if device_id in _cuda_unusable:
         return None, _cuda_unusable[device_id]
+    # ORT prints a red stack of provider-bridge errors when CUDA can't load; we log one
+    # precise reason instead, so its default logger is quiet for this attempt only.
+    ort.set_default_logger_severity(4)
     try:
         session = ort.InferenceSession(
             data, options, providers=[(CUDA, {"device_id": str(device_id)}), CPU]
         )
     except Exception as exc:
         return None, f"creating a CUDA session failed: {exc}"
+    finally:
+        ort.set_default_logger_severity(2)
     if CUDA not in session.get_providers():
         # ORT silently drops a provider it cannot initialise; that is per process.
         _cuda_unusable[device_id] = _why_cuda_missing()

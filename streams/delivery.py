@@ -55,6 +55,7 @@ class OutputTopics:
 
 class Output(Protocol):
     def send(self, batch: OutputBatch) -> None: ...
+    def idle(self) -> None: ...
     def drain(self) -> None: ...
     def on_revoke(self, partitions: list[TopicPartition]) -> None: ...
     def on_lost(self, partitions: list[TopicPartition]) -> None: ...
@@ -130,6 +131,10 @@ class AtLeastOnceOutput:
         self._confirm_pending()
         _produce_all(self._producer, self._topics, batch)
         self._pending = batch
+
+    def idle(self) -> None:
+        """No new batch came: confirm the last one now, so its offsets don't wait for one."""
+        self._confirm_pending()
 
     def drain(self) -> None:
         """Confirm what is in flight and commit the stored offsets now."""
@@ -219,6 +224,9 @@ class TransactionalOutput:
                 log.warning("abort failed (%s); recreating the producer", abort_exc)
                 self._producer = self._new_producer()
         self._in_transaction = False
+
+    def idle(self) -> None:
+        """Each batch commits inside send(); nothing waits for the next one."""
 
     def drain(self) -> None:
         """Each batch commits inside send(); nothing is left in flight between batches."""

@@ -109,6 +109,9 @@ class Worker:
                 "client.id": f"streamfer-{spec.name}-{worker_id}",
                 "enable.auto.commit": not eos,
                 "enable.auto.offset.store": False,
+                # Stored offsets are committed every second: after a crash at most about a
+                # second of acknowledged work is scored again.
+                "auto.commit.interval.ms": 1000,
                 "auto.offset.reset": "earliest",
                 "isolation.level": "read_committed",
                 "statistics.interval.ms": 5000,
@@ -177,6 +180,7 @@ class Worker:
                         self.metrics.model_swap_failures.inc()
                 batch = self._consumer.poll_batch()
                 if not batch.messages:
+                    self._output.idle()
                     # Idle time counts only while we own partitions: a worker waiting for
                     # its assignment (e.g. a dead member's session to expire) is not idle.
                     if idle_exit_s is not None:
