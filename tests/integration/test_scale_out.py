@@ -1,0 +1,56 @@
+"""`streamfer run --workers 2`: two processes share one consumer group; SIGTERM lets each
+finish its batch in flight and commit, so a restart re-scores nothing."""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+from confluent_kafka.admin import AdminClient
+
+from tests.integration.harness import (
+    make_spec,
+    prediction_counts,
+    produce,
+    read_json,
+    synthetic,
+    topic_size,
+    wait_for,
+    worker_process,
+    write_spec,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def group_members(conn, group: str) -> int:
+    admin = AdminClient(conn.kafka_config())
+    description = admin.describe_consumer_groups([group])[group].result(timeout=10)
+    return len(description.members)
+
+
+def test_two_workers_share_the_group_and_sigterm_commits_their_work(
+    conn, model_file, unique, tmp_path
+):
+    model = {"path": str(model_file)}
+    spec = make_spec(unique, model, partitions=4)
+    spec_file = write_spec(tmp_path / "spec.yaml", unique, model, partitions=4)
+    events = synthetic(40_000, seed=61, n_cards=2000)
+    produce(conn, spec, events)
+
+    supervisor = worker_process(spec_file, conn, "--workers", "2")
+    wait_for(lambda: group_members(conn, spec.group) == 2, 120, "two group members")
+    wait_for(lambda: topic_size(conn, spec.topics.predictions) > 5000, 120, "scoring started")
+    supervisor.send_signal(signal.SIGTERM)
+    assert supervisor.wait(90) == 0
+    assert group_members(conn, spec.group) == 0
+    scored_before = len(read_json(conn, spec.topics.predictions, timeout_s=60))
+
+    rest = worker_process(spec_file, conn, "--idle-exit", "5")
+    assert rest.wait(300) == 0
+
+    predictions = read_json(conn, spec.topics.predictions, timeout_s=120)
+    counts = prediction_counts(predictions)
+    assert set(counts) == {e["event_id"] for e in events}
+    assert scored_before < len(events)  # the stop really happened mid-stream
+    assert max(counts.values()) == 1, "a graceful stop must commit everything it produced"
