@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.request import urlopen
+
 import pytest
 
 from inference.onnx_model import ModelRef
@@ -24,7 +26,9 @@ def test_ten_thousand_events_get_one_prediction_each_with_exact_features(conn, m
     events = synthetic(10_000)
     assert produce(conn, spec, events) == 10_000
 
-    stats = start_worker(spec, conn, max_events=10_000, idle_exit_s=60).join()
+    running = start_worker(spec, conn, max_events=10_000, idle_exit_s=60)
+    port = running.worker.metrics.serve("127.0.0.1", 0)
+    stats = running.join()
 
     assert stats.events_in == 10_000 and stats.dead_letters == 0
     predictions = read_json(conn, spec.topics.predictions, expected=10_000)
@@ -36,6 +40,16 @@ def test_ten_thousand_events_get_one_prediction_each_with_exact_features(conn, m
         assert 0.0 <= p["score"] <= 1.0
         assert p["model"] == {"name": "card-fraud", "version": version}
         assert p["decision"] == (p["score"] >= spec.model.threshold)
+
+    metrics = urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    assert "streamfer_events_in_total 10000.0" in metrics
+    assert "streamfer_predictions_out_total 10000.0" in metrics
+    assert (
+        f'streamfer_model_info{{model="card-fraud",provider="CPUExecutionProvider",version="{version}"}} 1.0'
+        in metrics
+    )
+    for stage in ("decode", "features", "inference", "prediction_log", "encode", "produce"):
+        assert f'streamfer_stage_seconds_count{{stage="{stage}"}}' in metrics
 
     served = read_json(conn, spec.topics.features, expected=10_000)
     assert_features_exact(served, recompute_features(conn, spec), spec.features.names)
