@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from urllib.request import urlopen
 
 import pytest
@@ -44,10 +45,8 @@ def test_ten_thousand_events_get_one_prediction_each_with_exact_features(conn, m
     metrics = urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
     assert "streamfer_events_in_total 10000.0" in metrics
     assert "streamfer_predictions_out_total 10000.0" in metrics
-    assert (
-        f'streamfer_model_info{{model="card-fraud",provider="CPUExecutionProvider",version="{version}"}} 1.0'
-        in metrics
-    )
+    model_line = re.search(r"^streamfer_model_info\{(.*)\} 1\.0$", metrics, re.MULTILINE)
+    assert model_line and f'version="{version}"' in model_line.group(1)
     for stage in ("decode", "features", "inference", "prediction_log", "encode", "produce"):
         assert f'streamfer_stage_seconds_count{{stage="{stage}"}}' in metrics
 
