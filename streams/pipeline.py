@@ -346,7 +346,15 @@ class Worker:
         key_field = self.spec.event.key
         keys = [str(r[key_field]).encode() for r in decoded.records] if key_field else decoded.keys
         feature_records = (
-            encode_feature_records(decoded, scored, self.spec.features.names, self.spec.event.id)
+            list(
+                zip(
+                    keys,
+                    encode_feature_records(
+                        decoded, scored, self.spec.features.names, self.spec.event.id
+                    ),
+                    strict=True,
+                )
+            )
             if self.spec.topics.features
             else []
         )
@@ -355,7 +363,7 @@ class Worker:
             source=batch,
             predictions=list(zip(keys, values, strict=True)),
             dead_letters=decoded.dead_letters,
-            feature_records=list(zip(keys, feature_records, strict=True)),
+            feature_records=feature_records,
         )
 
     def _count(self, batch: MessageBatch, decoded: DecodedBatch, scored: Scored) -> None:
