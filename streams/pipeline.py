@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import redis
 
-from features.store import FeatureBatch, FeatureStore, open_store
+from features.store import FeatureBatch, FeatureResult, FeatureStore, open_store
 from inference.registry import ModelSwitch
 from streams.batch_consumer import BatchConsumer, MessageBatch
 from streams.codec import (
@@ -210,9 +210,10 @@ class Worker:
             now_ms=int(self._clock() * 1000),
         )
         self.metrics.stage.labels("decode").observe(time.perf_counter() - started)
-        scored = self._score_with_backpressure(decoded)
-        if scored is None:  # stopping while a dependency was down: let the batch replay
+        result = self._score_with_backpressure(decoded)
+        if result is None:  # stopping while a dependency was down: let the batch replay
             return
+        scored, decoded = result
         out = self._encode(batch, decoded, scored)
         started = time.perf_counter()
         try:
@@ -225,7 +226,7 @@ class Worker:
         self.metrics.stage.labels("produce").observe(time.perf_counter() - started)
         self._count(batch, decoded, scored)
 
-    def _score_with_backpressure(self, decoded: DecodedBatch) -> Scored | None:
+    def _score_with_backpressure(self, decoded: DecodedBatch) -> tuple[Scored, DecodedBatch] | None:
         delay_ms = self.spec.retry.initial
         paused = False
         try:
@@ -258,18 +259,20 @@ class Worker:
         gone = {i for i, (t, p, _o) in enumerate(decoded.sources) if (t, p) not in owned}
         return decoded.without(gone) if gone else decoded
 
-    def _score(self, decoded: DecodedBatch) -> Scored:
+    def _score(self, decoded: DecodedBatch) -> tuple[Scored, DecodedBatch]:
+        """Features, model, prediction log; returns the batch without poison events."""
         if not decoded.records:
-            return _empty_scored(self._models.current())
+            return _empty_scored(self._models.current()), decoded
         started = time.perf_counter()
         try:
             features = self._store.update_and_read(
                 FeatureBatch(decoded.records, decoded.event_time_ms, decoded.sources)
             )
         except redis.ResponseError as exc:
-            features = self._isolate_poison(decoded, exc)
+            log.warning("feature computation failed for the batch (%s); isolating events", exc)
+            features, decoded = isolate_poison(self._store, decoded)
             if not decoded.records:
-                return _empty_scored(self._models.current())
+                return _empty_scored(self._models.current()), decoded
         features_done = time.perf_counter()
         self.metrics.stage.labels("features").observe(features_done - started)
         model = self._models.current()  # one version scores the whole batch
@@ -288,7 +291,7 @@ class Worker:
             decoded.event_time_ms,
         )
         self.metrics.stage.labels("prediction_log").observe(time.perf_counter() - started)
-        return Scored(
+        scored = Scored(
             features=features.values,
             scores=final,
             onnx_scores=onnx_scores,
@@ -301,42 +304,7 @@ class Worker:
             adaptation_version=None,
             scored_at_ms=scored_at_ms,
         )
-
-    def _isolate_poison(self, decoded: DecodedBatch, exc: Exception) -> Any:
-        """A script error is about the data: score events one by one, dead-letter the bad.
-
-        Events the failed call had already applied are replays now, so answering them again
-        one by one returns their recorded values and changes nothing twice.
-        """
-        log.warning("feature computation failed for the batch (%s); isolating events", exc)
-        good: list[int] = []
-        rows: list[Any] = []
-        for i in range(len(decoded.records)):
-            try:
-                rows.append(
-                    self._store.update_and_read(
-                        FeatureBatch(
-                            [decoded.records[i]], [decoded.event_time_ms[i]], [decoded.sources[i]]
-                        )
-                    )
-                )
-                good.append(i)
-            except redis.ResponseError as one:
-                t, p, o = decoded.sources[i]
-                decoded.dead_letters.append(
-                    DeadLetter("feature_error", str(one), t, p, o, decoded.keys[i], None)
-                )
-        bad = set(range(len(decoded.records))) - set(good)
-        kept = decoded.without(bad)
-        decoded.records, decoded.event_time_ms = kept.records, kept.event_time_ms
-        decoded.sources, decoded.keys = kept.sources, kept.keys
-        from features.store import FeatureResult
-
-        return FeatureResult(
-            values=np.vstack([r.values for r in rows]) if rows else np.empty((0, 0)),
-            late=np.concatenate([r.late for r in rows]) if rows else np.empty(0, bool),
-            replayed=np.concatenate([r.replayed for r in rows]) if rows else np.empty(0, bool),
-        )
+        return scored, decoded
 
     def _encode(self, batch: MessageBatch, decoded: DecodedBatch, scored: Scored) -> OutputBatch:
         started = time.perf_counter()
@@ -399,6 +367,44 @@ class Worker:
             self._store.close()
             self._models.close()
             self.stats.last_done = self.stats.last_done or time.time()
+
+
+def isolate_poison(
+    store: FeatureStore, decoded: DecodedBatch
+) -> tuple[FeatureResult, DecodedBatch]:
+    """A script error is about the data: score events one by one, dead-letter the bad ones.
+
+    Events the failed call had already applied are replays now (their offsets were
+    recorded), so answering them again returns their recorded values and changes nothing
+    twice. Returns the features of the good events and the batch without the bad ones.
+    """
+    rows: list[FeatureResult] = []
+    bad: set[int] = set()
+    dead = list(decoded.dead_letters)
+    for i, record in enumerate(decoded.records):
+        try:
+            rows.append(
+                store.update_and_read(
+                    FeatureBatch([record], [decoded.event_time_ms[i]], [decoded.sources[i]])
+                )
+            )
+        except redis.ResponseError as exc:
+            bad.add(i)
+            t, p, o = decoded.sources[i]
+            dead.append(DeadLetter("feature_error", str(exc), t, p, o, decoded.keys[i], None))
+    kept = decoded.without(bad)
+    kept.dead_letters = dead
+    if not rows:
+        empty = np.empty(0, dtype=bool)
+        return FeatureResult(np.empty((0, len(store.names))), empty, empty), kept
+    return (
+        FeatureResult(
+            values=np.vstack([r.values for r in rows]),
+            late=np.concatenate([r.late for r in rows]),
+            replayed=np.concatenate([r.replayed for r in rows]),
+        ),
+        kept,
+    )
 
 
 def _empty_scored(model: Any) -> Scored:
