@@ -1,0 +1,208 @@
+"""`RedisFeatureStore`: the feature semantics in Redis, one EVALSHA per micro-batch.
+
+Python's part is small: pull the batch's columns out of the records into one JSON
+document, call `features.lua` once (update + read of every event, atomically), and view
+the reply as a float64 matrix with `np.frombuffer`. The script mirrors
+`ReferenceFeatureStore`; the contract tests hold the two equal.
+
+Key layout (`<ns>` is the namespace; every key of one entity shares one Redis Cluster hash
+tag, and each source partition has its own; `}` and `%` inside a tag are written %7D, %25):
+
+    sf:<ns>:{<entity field>=<value>}:s              string: cmsgpack of the entity's state:
+        watermark and, per aggregation id, its buckets (or decayed S, W, T). PX = entity TTL.
+    sf:<ns>:{<entity field>=<value>}:h:<agg id>:<bucket>
+        HyperLogLog of one count_distinct bucket (PFADD, merged by PFCOUNT over the window);
+        DEL'd once below the retention floor. PX = entity TTL.
+    sf:<ns>:{src=<topic>/<partition>}:hw            string: highest applied offset.
+        PX = max(replay_ttl, longest entity TTL).
+    sf:<ns>:{src=<topic>/<partition>}:r:<offset // 1024>
+        hash: offset → the event's aggregation row (k little-endian float64) + 1 flag byte.
+        PX = replay_ttl, refreshed by every write to the chunk.
+
+The aggregation id is 8 hex digits of sha1 over (name, agg, field, bucket, half_life):
+changing any of those starts that aggregation from empty state; changing window or lateness
+keeps it. The entity TTL is the longest of its aggregations' horizons: window + lateness +
+bucket for windowed ones, 10 half-lives for decayed ones (2^-10 of the weight is left).
+TTLs run on wall-clock time and are refreshed on every write.
+
+Redis Cluster: the script computes its keys server-side and one call touches many entities
+(many slots), so this store runs against a single Redis (standalone or Sentinel-managed).
+Grouping a batch by slot (one call per slot) is not implemented.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.resources
+from typing import Any
+
+import numpy as np
+import orjson
+import redis
+
+from features.reference import RECORD_CHUNK
+from features.spec import Aggregation, FeatureSpec
+from features.store import FeatureBatch, FeatureResult
+
+_FLAG_LATE = 1
+_FLAG_REPLAYED = 2
+
+
+def _tag_text(text: str) -> str:
+    # '}' would end the hash tag early; '%' is the escape itself.
+    return text.replace("%", "%25").replace("}", "%7D")
+
+
+def aggregation_id(agg: Aggregation) -> str:
+    """The stable id of an aggregation's state: what it stores, not where it is listed."""
+    signature = f"{agg.name}\0{agg.agg}\0{agg.field}\0{agg.bucket}\0{agg.half_life}"
+    return hashlib.sha1(signature.encode()).hexdigest()[:8]
+
+
+def _script_config(spec: FeatureSpec, namespace: str) -> bytes:
+    """The constant half of the script's arguments: aggregations, entities, TTLs."""
+    numeric = [a.field for a in spec.aggregations if a.field and a.agg != "count_distinct"]
+    distinct = [a.field for a in spec.aggregations if a.field and a.agg == "count_distinct"]
+    numeric_index = {f: i + 1 for i, f in enumerate(dict.fromkeys(numeric))}
+    distinct_index = {f: i + 1 for i, f in enumerate(dict.fromkeys(distinct))}
+    aggs: list[dict[str, Any]] = []
+    for a in spec.aggregations:
+        empty = a.fill_value if a.agg in ("min", "max", "last", "seconds_since_last") else 0.0
+        entry: dict[str, Any] = {
+            "id": aggregation_id(a),
+            "kind": a.agg,
+            "win": a.windowed,
+            "empty": empty,
+            "fill": a.fill_value,
+            "num": numeric_index.get(a.field, 0) if a.agg != "count_distinct" else 0,
+            "dis": distinct_index.get(a.field, 0) if a.agg == "count_distinct" else 0,
+        }
+        if a.windowed:
+            assert a.bucket is not None
+            entry |= {"B": a.bucket, "n": a.n_buckets, "c": -(-spec.lateness // a.bucket)}
+        else:
+            entry["h"] = a.half_life
+        aggs.append(entry)
+    ents = []
+    for field in spec.entities:
+        members = [j for j, a in enumerate(spec.aggregations) if a.entity == field]
+        ttl = max(spec.aggregations[j].state_ttl_ms(spec.lateness) for j in members)
+        ents.append({"tag": _tag_text(field), "aggs": [j + 1 for j in members], "ttl": ttl})
+    longest = max((e["ttl"] for e in ents), default=0)
+    config = {
+        "prefix": f"sf:{namespace}:",
+        "lateness": spec.lateness,
+        "aggs": aggs,
+        "ents": ents,
+        "chunk": RECORD_CHUNK,
+        "replay_ttl": spec.replay_ttl,
+        "hw_ttl": max(spec.replay_ttl, longest),
+    }
+    return orjson.dumps(config)
+
+
+class RedisFeatureStore:
+    """Aggregation columns computed in Redis by `features.lua`; see the module docstring.
+
+    `client` must return bytes (decode_responses=False): the reply is binary float64.
+    `owns_client=True` closes the client on `close()`.
+    """
+
+    SCRIPT = importlib.resources.files("features").joinpath("features.lua").read_text()
+
+    def __init__(
+        self, spec: FeatureSpec, client: redis.Redis, namespace: str, *, owns_client: bool = False
+    ) -> None:
+        if not namespace or any(c in namespace for c in "{}"):
+            raise ValueError(
+                f"namespace {namespace!r} must be non-empty and without braces "
+                "(braces would become the Redis Cluster hash tag of every key)"
+            )
+        if client.connection_pool.connection_kwargs.get("decode_responses"):
+            raise ValueError(
+                "RedisFeatureStore needs a client with decode_responses=False: the script "
+                "replies with binary float64 rows"
+            )
+        self.spec = spec
+        self.names: tuple[str, ...] = spec.aggregation_names
+        self._client = client
+        self._owns_client = owns_client
+        self._config = _script_config(spec, namespace)
+        self._entities = spec.entities
+        self._numeric = tuple(
+            dict.fromkeys(
+                a.field for a in spec.aggregations if a.field and a.agg != "count_distinct"
+            )
+        )
+        self._distinct = tuple(
+            dict.fromkeys(
+                a.field for a in spec.aggregations if a.field and a.agg == "count_distinct"
+            )
+        )
+        self._sha = client.script_load(self.SCRIPT)
+
+    def update_and_read(self, batch: FeatureBatch) -> FeatureResult:
+        """One EVALSHA: apply every event in order, read each right after its update."""
+        n, k = len(batch.records), len(self.names)
+        if n == 0:
+            empty = np.zeros(0, dtype=bool)
+            return FeatureResult(np.zeros((0, k), dtype=np.float64), empty, empty.copy())
+        rows, flags = self._call(self._encode(batch))
+        values = np.frombuffer(rows, dtype="<f8").reshape(n, k).astype(np.float64)
+        flag = np.frombuffer(flags, dtype=np.uint8)
+        return FeatureResult(
+            values=values,
+            late=(flag & _FLAG_LATE) != 0,
+            replayed=(flag & _FLAG_REPLAYED) != 0,
+        )
+
+    def close(self) -> None:
+        """Close the client if this store opened it."""
+        if self._owns_client:
+            self._client.close()
+
+    def _call(self, batch_json: bytes) -> tuple[bytes, bytes]:
+        try:
+            reply = self._client.evalsha(self._sha, 0, self._config, batch_json)
+        except redis.exceptions.NoScriptError:
+            # The server lost its script cache (restart, SCRIPT FLUSH, failover): reload once.
+            self._sha = self._client.script_load(self.SCRIPT)
+            reply = self._client.evalsha(self._sha, 0, self._config, batch_json)
+        rows, flags = reply
+        return rows, flags
+
+    def _encode(self, batch: FeatureBatch) -> bytes:
+        """The batch as column lists, one JSON document: the only per-event Python."""
+        records = batch.records
+        doc: dict[str, Any] = {
+            "t": np.asarray(batch.event_time_ms, dtype=np.int64).tolist(),
+            # Entities are keyed by text: 123 and "123" are one entity.
+            "e": [
+                [
+                    None if (v := r.get(f)) is None else v if type(v) is str else str(v)
+                    for r in records
+                ]
+                for f in self._entities
+            ],
+            # NaN and ±inf become JSON null, i.e. missing, as in the reference.
+            "x": [
+                [None if (v := r.get(f)) is None else float(v) for r in records]
+                for f in self._numeric
+            ],
+            "d": [
+                [
+                    None if (v := r.get(f)) is None else v if type(v) is str else str(v)
+                    for r in records
+                ]
+                for f in self._distinct
+            ],
+        }
+        if batch.sources is not None:
+            partitions: dict[tuple[str, int], int] = {}
+            doc["s"] = [
+                partitions.setdefault((topic, partition), len(partitions) + 1)
+                for topic, partition, _ in batch.sources
+            ]
+            doc["o"] = [offset for _, _, offset in batch.sources]
+            doc["p"] = [_tag_text(f"{topic}/{partition}") for topic, partition in partitions]
+        return orjson.dumps(doc)

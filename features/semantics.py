@@ -1,0 +1,70 @@
+"""The pure rules of feature state: buckets, windows, retention, lateness, decay.
+
+Both stores follow these rules: `ReferenceFeatureStore` calls them, `features.lua` mirrors
+them line for line (same integer arithmetic, same float operation order), so the two read
+bit-identical numbers. docs/architecture.md, "Feature semantics", is the prose version.
+
+Time is integer milliseconds of event time. Python's `//` floors toward minus infinity,
+as Lua's `math.floor(t / b)` does (exact for |t| < 2^52).
+"""
+
+from __future__ import annotations
+
+
+def bucket_of(t_ms: int, bucket_ms: int) -> int:
+    """The bucket (tile) holding event time `t_ms`: `floor(t / bucket)`."""
+    return t_ms // bucket_ms
+
+
+def is_late(t_ms: int, watermark_ms: int | None, lateness_ms: int) -> bool:
+    """An event older than the entity's watermark minus the allowed lateness is late."""
+    return watermark_ms is not None and t_ms < watermark_ms - lateness_ms
+
+
+def retention_floor(watermark_ms: int, bucket_ms: int, n_buckets: int, lateness_ms: int) -> int:
+    """The oldest bucket still kept: buckets below `b(wm) - n - ceil(lateness / bucket)` drop.
+
+    The bound depends only on the watermark, which never goes back, so "dropped" is the
+    same as "below the floor now": a store may trim late or early, but must never read a
+    bucket under the floor.
+    """
+    return bucket_of(watermark_ms, bucket_ms) - n_buckets - -(-lateness_ms // bucket_ms)
+
+
+def window_range(
+    t_ms: int, bucket_ms: int, n_buckets: int, watermark_ms: int | None, lateness_ms: int
+) -> tuple[int, int]:
+    """First and last bucket (inclusive) read for an event at `t_ms`.
+
+    The window is the `n` buckets ending at the event's own bucket, cut at the retention
+    floor (which only bites for late events; an applied event's window is always above it).
+    """
+    last = bucket_of(t_ms, bucket_ms)
+    first = last - n_buckets + 1
+    if watermark_ms is not None:
+        first = max(first, retention_floor(watermark_ms, bucket_ms, n_buckets, lateness_ms))
+    return first, last
+
+
+def seconds_since(t_ms: int, previous_ms: int) -> float:
+    """Seconds from the latest earlier event to this one; never negative (out-of-order)."""
+    return max(0.0, (t_ms - previous_ms) / 1000)
+
+
+def decay_update(
+    state: tuple[float, float, int] | None, x: float, t_ms: int, half_life_ms: int
+) -> tuple[float, float, int]:
+    """Add `x` at `t_ms` to an exponentially decayed (sum, weight, time) state.
+
+    In order (t >= T): S ← S·2^(-(t-T)/h) + x, and T ← t. Out of order (t < T): the new
+    value is discounted instead, S ← S + x·2^(-(T-t)/h). The weight W is the same sum with
+    x = 1, so decayed_mean = S / W. The state is always "as of T = max event time".
+    """
+    if state is None:
+        return x, 1.0, t_ms
+    s, w, big_t = state
+    if t_ms >= big_t:
+        factor = 2.0 ** (-(t_ms - big_t) / half_life_ms)
+        return s * factor + x, w * factor + 1.0, t_ms
+    factor = 2.0 ** (-(big_t - t_ms) / half_life_ms)
+    return s + x * factor, w + factor, big_t

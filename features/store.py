@@ -1,0 +1,94 @@
+"""The feature store contract: a batch of events in, one float64 matrix (plus flags) out.
+
+`open_store(spec, url)` picks the implementation by URL scheme: "memory://" gives the pure
+in-process `ReferenceFeatureStore`, "redis://" / "rediss://" / "unix://" the
+`RedisFeatureStore`; either way wrapped in a `Featurizer`, so the columns are all of
+`FeatureSpec.names` (aggregations, then transforms).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from features.spec import FeatureSpec
+
+Source = tuple[str, int, int]
+"""(topic, partition, offset) of one event: the key of idempotent replay."""
+
+
+@dataclass(frozen=True)
+class FeatureBatch:
+    """One micro-batch: validated records, their event times (ms) and their sources.
+
+    `sources=None` turns idempotency off (every event is applied).
+    """
+
+    records: Sequence[Mapping[str, Any]]
+    event_time_ms: Sequence[int]
+    sources: Sequence[Source] | None = None
+
+    def __post_init__(self) -> None:
+        n = len(self.records)
+        if len(self.event_time_ms) != n or (self.sources is not None and len(self.sources) != n):
+            raise ValueError(
+                f"FeatureBatch needs one event time and one source per record: {n} records, "
+                f"{len(self.event_time_ms)} times, "
+                f"{'no' if self.sources is None else len(self.sources)} sources"
+            )
+
+
+@dataclass(frozen=True)
+class FeatureResult:
+    """Per event: feature values (n, k) in the store's `names` order, and two flags.
+
+    `late`: the event was too old for at least one of its entities and was not applied
+    there. `replayed`: the event's (topic, partition, offset) was at or below the highest
+    offset already applied for that partition, so it changed nothing.
+    """
+
+    values: np.ndarray
+    late: np.ndarray
+    replayed: np.ndarray
+
+
+class FeatureStore(Protocol):
+    """Update state with a batch and read every event's features right after its update."""
+
+    names: tuple[str, ...]
+
+    def update_and_read(self, batch: FeatureBatch) -> FeatureResult:
+        """Apply the batch in order; row i is read right after event i is applied."""
+        ...
+
+    def close(self) -> None:
+        """Release connections; the store is not used afterwards."""
+        ...
+
+
+def open_store(spec: FeatureSpec, url: str, namespace: str = "default") -> FeatureStore:
+    """The feature store for a URL ("memory://" or "redis://…"), returning all spec columns.
+
+    `namespace` prefixes every Redis key, so pipelines (or tests) sharing a server never
+    see each other's state.
+    """
+    from features.featurizer import Featurizer
+
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    if scheme == "memory":
+        from features.reference import ReferenceFeatureStore
+
+        return Featurizer(spec, ReferenceFeatureStore(spec))
+    if scheme in ("redis", "rediss", "unix"):
+        import redis
+
+        from features.redis_store import RedisFeatureStore
+
+        client = redis.Redis.from_url(url)
+        return Featurizer(spec, RedisFeatureStore(spec, client, namespace, owns_client=True))
+    raise ValueError(
+        f"feature store URL {url!r} not understood: use 'memory://' or 'redis://host:port/db'"
+    )

@@ -1,0 +1,503 @@
+"""One feature-store contract, run against the reference (memory://) and Redis (redis://).
+
+Then property tests: random event streams (several entities, out-of-order and too-late
+events, random batch splits, replays of earlier sources) must give Redis exactly the
+reference's values and flags.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import pytest
+import redis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from features.redis_store import RedisFeatureStore
+from features.reference import ReferenceFeatureStore
+from features.spec import FeatureSpec
+from features.store import FeatureBatch, FeatureResult, FeatureStore, Source, open_store
+
+S = 1_000
+MIN = 60 * S
+T0 = 28_333_334 * MIN  # a minute boundary in November 2023
+
+SPEC = FeatureSpec.model_validate(
+    {
+        "lateness": "90s",
+        "aggregations": [
+            {"name": "n", "entity": "card", "agg": "count", "window": "3m", "bucket": "1m"},
+            {
+                "name": "total",
+                "entity": "card",
+                "agg": "sum",
+                "field": "amount",
+                "window": "3m",
+                "bucket": "1m",
+            },
+            {
+                "name": "avg",
+                "entity": "card",
+                "agg": "mean",
+                "field": "amount",
+                "window": "3m",
+                "bucket": "1m",
+            },
+            {
+                "name": "lo",
+                "entity": "card",
+                "agg": "min",
+                "field": "amount",
+                "window": "3m",
+                "bucket": "1m",
+                "fill": -1,
+            },
+            {
+                "name": "hi",
+                "entity": "card",
+                "agg": "max",
+                "field": "amount",
+                "window": "3m",
+                "bucket": "1m",
+                "fill": -1,
+            },
+            {
+                "name": "last",
+                "entity": "card",
+                "agg": "last",
+                "field": "amount",
+                "window": "3m",
+                "bucket": "1m",
+                "fill": -1,
+            },
+            {
+                "name": "since",
+                "entity": "card",
+                "agg": "seconds_since_last",
+                "window": "3m",
+                "bucket": "1m",
+                "fill": -1,
+            },
+            {
+                "name": "merchants",
+                "entity": "card",
+                "agg": "count_distinct",
+                "field": "merchant",
+                "window": "3m",
+                "bucket": "1m",
+            },
+            {
+                "name": "dsum",
+                "entity": "card",
+                "agg": "decayed_sum",
+                "field": "amount",
+                "half_life": "1m",
+            },
+            {
+                "name": "m_dmean",
+                "entity": "merchant",
+                "agg": "decayed_mean",
+                "field": "amount",
+                "half_life": "1m",
+            },
+        ],
+        "transforms": [{"name": "amount", "field": "amount", "op": "raw", "fill": -1}],
+    }
+)
+
+Event = tuple[int, dict[str, Any]]
+OpenStore = Callable[..., FeatureStore]
+
+
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.integration)])
+def open_(request: pytest.FixtureRequest) -> Iterator[OpenStore]:
+    """Opens stores of the parametrized kind, each in a fresh namespace; closes them after."""
+    opened: list[FeatureStore] = []
+
+    def make(spec: FeatureSpec = SPEC, namespace: str | None = None) -> FeatureStore:
+        url = "memory://" if request.param == "memory" else request.getfixturevalue("redis_url")
+        store = open_store(spec, url, namespace or f"test-{uuid.uuid4().hex[:10]}")
+        opened.append(store)
+        return store
+
+    yield make
+    for store in opened:
+        store.close()
+
+
+def ev(t: int, card: Any = "c1", amount: float | None = 1.0, merchant: Any = "m1") -> Event:
+    return t, {"card": card, "amount": amount, "merchant": merchant}
+
+
+def feed(
+    store: FeatureStore, events: Sequence[Event], sources: Sequence[Source] | None = None
+) -> FeatureResult:
+    batch = FeatureBatch([r for _, r in events], [t for t, _ in events], sources)
+    return store.update_and_read(batch)
+
+
+def col(result: FeatureResult, name: str) -> list[float]:
+    return result.values[:, SPEC.names.index(name)].tolist()
+
+
+def src(*offsets: int, partition: int = 0) -> list[Source]:
+    return [("events", partition, o) for o in offsets]
+
+
+# -- contract ------------------------------------------------------------------------------
+
+
+def test_columns_are_aggregations_then_transforms(open_: OpenStore) -> None:
+    store = open_()
+    assert store.names == SPEC.names
+    assert feed(store, [ev(T0)]).values.shape == (1, len(SPEC.names))
+
+
+def test_current_event_is_included(open_: OpenStore) -> None:
+    result = feed(open_(), [ev(T0, amount=5.0)])
+    row = dict(zip(SPEC.names, result.values[0].tolist(), strict=True))
+    assert row == {
+        "n": 1,
+        "total": 5,
+        "avg": 5,
+        "lo": 5,
+        "hi": 5,
+        "last": 5,
+        "since": -1,
+        "merchants": 1,
+        "dsum": 5,
+        "m_dmean": 5,
+        "amount": 5,
+    }
+    assert not result.late[0] and not result.replayed[0]
+
+
+def test_events_of_one_batch_are_read_in_batch_order(open_: OpenStore) -> None:
+    result = feed(open_(), [ev(T0, amount=1), ev(T0 + S, amount=2), ev(T0 + 2 * S, amount=4)])
+    assert col(result, "n") == [1, 2, 3]
+    assert col(result, "total") == [1, 3, 7]
+
+
+def test_batch_splits_do_not_change_values(open_: OpenStore) -> None:
+    events = [ev(T0 + i * 20 * S, card=f"c{i % 2}", amount=i + 0.1) for i in range(12)]
+    whole = feed(open_(), events).values
+    split_store = open_()
+    parts = [feed(split_store, events[a:b]).values for a, b in ((0, 1), (1, 7), (7, 12))]
+    np.testing.assert_array_equal(np.vstack(parts), whole)
+
+
+def test_window_holds_the_last_n_buckets(open_: OpenStore) -> None:
+    result = feed(open_(), [ev(T0), ev(T0 + MIN), ev(T0 + 3 * MIN)])
+    assert col(result, "n") == [1, 2, 2]  # at T0+3m the window is buckets 1..3
+
+
+def test_out_of_order_event_within_lateness_lands_in_its_bucket(open_: OpenStore) -> None:
+    result = feed(open_(), [ev(T0 + 2 * MIN), ev(T0 + MIN), ev(T0 + 2 * MIN + S)])
+    # The second event's window ends at its own bucket (1), so it does not see bucket 2;
+    # the third event's window (0..2) sees both.
+    assert col(result, "n") == [1, 1, 3]
+    assert not result.late.any()
+
+
+def test_late_event_beyond_lateness_is_not_applied(open_: OpenStore) -> None:
+    store = open_()
+    result = feed(store, [ev(T0 + 5 * MIN), ev(T0 + 3 * MIN, amount=9)])
+    assert result.late.tolist() == [False, True]
+    assert col(result, "n") == [1, 0]  # read over its own window, without itself
+    assert col(result, "hi") == [1, -1]
+    assert col(feed(store, [ev(T0 + 5 * MIN + S)]), "n") == [2]
+
+
+def test_late_for_one_entity_is_still_applied_to_the_others(open_: OpenStore) -> None:
+    store = open_()
+    feed(store, [ev(T0 + 5 * MIN, merchant="m1")])
+    result = feed(store, [ev(T0, amount=3, merchant="m2")])
+    assert result.late.tolist() == [True]
+    assert col(result, "m_dmean") == [3]
+
+
+def test_mean_min_max_last_over_the_window(open_: OpenStore) -> None:
+    result = feed(open_(), [ev(T0, amount=3), ev(T0 + S, amount=1), ev(T0 + MIN, amount=2)])
+    assert col(result, "avg")[-1] == 2
+    assert (col(result, "lo")[-1], col(result, "hi")[-1], col(result, "last")[-1]) == (1, 3, 2)
+
+
+def test_last_is_the_newest_by_event_time_and_later_on_ties(open_: OpenStore) -> None:
+    result = feed(
+        open_(), [ev(T0 + 30 * S, amount=1), ev(T0 + 10 * S, amount=2), ev(T0 + 30 * S, amount=3)]
+    )
+    assert col(result, "last") == [1, 1, 3]
+
+
+def test_seconds_since_last_excludes_the_current_event_and_is_never_negative(
+    open_: OpenStore,
+) -> None:
+    result = feed(open_(), [ev(T0), ev(T0 + 2500), ev(T0 + S)])
+    assert col(result, "since") == [-1, 2.5, 0]
+
+
+def test_count_distinct_counts_members_over_the_window(open_: OpenStore) -> None:
+    result = feed(
+        open_(),
+        [
+            ev(T0, merchant="a"),
+            ev(T0 + S, merchant=7),
+            ev(T0 + 2 * S, merchant="7"),
+            ev(T0 + 4 * MIN, merchant="b"),
+        ],
+    )
+    assert col(result, "merchants") == [1, 2, 2, 1]
+
+
+def test_late_reads_see_only_buckets_above_the_retention_floor(open_: OpenStore) -> None:
+    late = T0 + MIN + 30 * S  # bucket 1
+    result = feed(
+        open_(),
+        [
+            ev(T0, merchant="a"),
+            ev(T0 + MIN, merchant="b"),
+            ev(T0 + 5 * MIN, merchant=None),  # floor = 5 - 3 - ceil(90 s / 1 m) = bucket 0
+            ev(late),
+            ev(T0 + 6 * MIN, merchant=None),  # floor = bucket 1: bucket 0 is dropped
+            ev(late),
+        ],
+    )
+    assert result.late.tolist() == [False, False, False, True, False, True]
+    assert col(result, "merchants")[3::2] == [2, 1]
+    assert col(result, "n")[3::2] == [2, 1]
+
+
+def test_decayed_sum_halves_per_half_life(open_: OpenStore) -> None:
+    result = feed(open_(), [ev(T0, amount=8), ev(T0 + MIN, amount=1)])
+    assert col(result, "dsum") == [8, 5]
+    assert col(result, "m_dmean")[-1] == pytest.approx(5 / 1.5, rel=1e-12)
+
+
+def test_missing_amount_is_skipped_by_value_aggregations_but_counted(open_: OpenStore) -> None:
+    result = feed(
+        open_(), [ev(T0, amount=4), ev(T0 + S, amount=None), ev(T0 + 2 * S, amount=float("nan"))]
+    )
+    assert col(result, "n") == [1, 2, 3]
+    assert col(result, "total") == [4, 4, 4]
+    assert col(result, "avg") == [4, 4, 4]
+    assert col(result, "since") == [-1, 1, 1]
+    assert col(result, "amount") == [4, -1, -1]
+
+
+def test_missing_entity_reads_empty_and_changes_nothing(open_: OpenStore) -> None:
+    store = open_()
+    result = feed(store, [ev(T0, card=None, amount=2)])
+    assert (col(result, "n"), col(result, "lo"), col(result, "dsum")) == ([0], [-1], [0])
+    assert col(feed(store, [ev(T0 + S, card="None")]), "n") == [1]
+
+
+def test_int_and_text_entity_values_are_one_entity(open_: OpenStore) -> None:
+    assert col(feed(open_(), [ev(T0, card=7), ev(T0 + S, card="7")]), "n") == [1, 2]
+
+
+def test_replay_returns_the_recorded_values_and_changes_nothing(open_: OpenStore) -> None:
+    store = open_()
+    first = feed(store, [ev(T0), ev(T0 + S), ev(T0 + 2 * S)], src(0, 1, 2))
+    again = feed(store, [ev(T0 + S), ev(T0 + 3 * S)], src(1, 3))
+    assert again.replayed.tolist() == [True, False]
+    np.testing.assert_array_equal(again.values[0], first.values[1])
+    assert col(again, "n")[1] == 4
+
+
+def test_replay_inside_one_batch(open_: OpenStore) -> None:
+    result = feed(open_(), [ev(T0), ev(T0 + S), ev(T0 + S)], src(0, 1, 1))
+    assert result.replayed.tolist() == [False, False, True]
+    assert col(result, "n") == [1, 2, 2]
+
+
+def test_replay_of_a_late_event_keeps_its_late_flag(open_: OpenStore) -> None:
+    store = open_()
+    feed(store, [ev(T0 + 5 * MIN), ev(T0)], src(0, 1))
+    result = feed(store, [ev(T0)], src(1))
+    assert (result.late.tolist(), result.replayed.tolist()) == ([True], [True])
+
+
+def test_partitions_keep_their_own_offsets(open_: OpenStore) -> None:
+    store = open_()
+    feed(store, [ev(T0)], src(5, partition=0))
+    result = feed(store, [ev(T0 + S)], src(3, partition=1))
+    assert (result.replayed.tolist(), col(result, "n")) == ([False], [2])
+
+
+def test_without_sources_a_redelivery_is_applied_again(open_: OpenStore) -> None:
+    store = open_()
+    feed(store, [ev(T0)])
+    assert col(feed(store, [ev(T0)]), "n") == [2]
+
+
+def test_expired_replay_record_reads_state_without_applying(open_: OpenStore) -> None:
+    store = open_(SPEC.model_copy(update={"replay_ttl": 300}))
+    feed(store, [ev(T0), ev(T0 + S)], src(0, 1))
+    time.sleep(0.6)
+    result = feed(store, [ev(T0)], src(0))
+    assert (result.replayed.tolist(), col(result, "n")) == ([True], [2])
+
+
+def test_empty_batch_gives_an_empty_matrix(open_: OpenStore) -> None:
+    result = feed(open_(), [])
+    assert result.values.shape == (0, len(SPEC.names)) and result.late.shape == (0,)
+
+
+def test_namespaces_are_isolated(open_: OpenStore) -> None:
+    for store in (
+        open_(namespace=f"a-{uuid.uuid4().hex}"),
+        open_(namespace=f"b-{uuid.uuid4().hex}"),
+    ):
+        assert col(feed(store, [ev(T0)]), "n") == [1]
+
+
+# -- Redis specifics -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def client(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+@pytest.mark.integration
+def test_redis_state_survives_reopening_the_store(client: redis.Redis, unique: str) -> None:
+    RedisFeatureStore(SPEC, client, unique).update_and_read(FeatureBatch([ev(T0)[1]], [T0]))
+    reopened = RedisFeatureStore(SPEC, client, unique)
+    result = reopened.update_and_read(FeatureBatch([ev(T0 + S)[1]], [T0 + S]))
+    assert result.values[0, SPEC.names.index("n")] == 2
+
+
+@pytest.mark.integration
+def test_redis_reloads_the_script_after_a_script_flush(client: redis.Redis, unique: str) -> None:
+    store = RedisFeatureStore(SPEC, client, unique)
+    client.script_flush()
+    assert store.update_and_read(FeatureBatch([ev(T0)[1]], [T0])).values[0, 0] == 1
+
+
+@pytest.mark.integration
+def test_redis_keys_carry_one_hash_tag_per_entity_and_partition(
+    client: redis.Redis, unique: str
+) -> None:
+    store = RedisFeatureStore(SPEC, client, unique)
+    store.update_and_read(FeatureBatch([ev(T0, card="a}b")[1]], [T0], src(0)))
+    keys = sorted(k.decode() for k in client.scan_iter(f"sf:{unique}:*"))
+    tags = {k.split("{", 1)[1].split("}", 1)[0] for k in keys}
+    assert tags == {"card=a%7Db", "merchant=m1", "src=events/0"}
+    assert all(client.pttl(k) > 0 for k in keys)
+
+
+@pytest.mark.integration
+def test_redis_store_refuses_a_decoding_client(redis_url: str, unique: str) -> None:
+    with pytest.raises(ValueError, match="decode_responses=False"):
+        RedisFeatureStore(SPEC, redis.Redis.from_url(redis_url, decode_responses=True), unique)
+
+
+# -- Redis equals the reference on random streams ------------------------------------------
+
+CARDS = ["c1", "c2", 3, "3"]
+MERCHANTS = ["m1", "m2", 17]
+AMOUNTS = st.one_of(
+    st.none(),
+    st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False),
+    st.sampled_from([0.1, 0.2, 0.3, 1e-300, 1e300]),
+)
+
+
+@st.composite
+def streams(draw: st.DrawFn) -> list[list[tuple[int, dict[str, Any], Source]]]:
+    """Batches of (time, record, source): drifting times, jumps back, replays, two partitions."""
+    t = T0
+    offsets = [0, 0]
+    events: list[tuple[int, dict[str, Any], Source]] = []
+    for _ in range(draw(st.integers(1, 60))):
+        if events and draw(st.integers(0, 9)) == 0:
+            events.append(draw(st.sampled_from(events)))  # redelivery of an earlier event
+            continue
+        # On a 15 s grid, so equal times and events exactly at the lateness bound happen;
+        # back within or beyond the lateness, forward into new buckets.
+        t += draw(st.integers(-16, 8)) * 15 * S
+        partition = draw(st.integers(0, 1))
+        offsets[partition] += draw(st.integers(1, 3))
+        record = {
+            "card": draw(st.sampled_from([*CARDS, None])),
+            "merchant": draw(st.sampled_from([*MERCHANTS, None])),
+            "amount": draw(AMOUNTS),
+        }
+        events.append((t, record, ("events", partition, offsets[partition])))
+    cuts = sorted(draw(st.sets(st.integers(1, max(1, len(events) - 1)), max_size=5)))
+    bounds = [0, *cuts, len(events)]
+    return [events[a:b] for a, b in itertools.pairwise(bounds) if a < b]
+
+
+def _assert_same(redis_result: FeatureResult, reference_result: FeatureResult) -> None:
+    np.testing.assert_allclose(redis_result.values, reference_result.values, rtol=1e-9, atol=0)
+    np.testing.assert_array_equal(redis_result.late, reference_result.late)
+    np.testing.assert_array_equal(redis_result.replayed, reference_result.replayed)
+
+
+@pytest.fixture(scope="module")
+def module_client(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+@pytest.mark.integration
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(batches=streams(), with_sources=st.booleans())
+def test_redis_equals_reference_on_random_streams(
+    module_client: redis.Redis,
+    batches: list[list[tuple[int, dict[str, Any], Source]]],
+    with_sources: bool,
+) -> None:
+    reference = ReferenceFeatureStore(SPEC)
+    store = RedisFeatureStore(SPEC, module_client, f"prop-{uuid.uuid4().hex[:10]}")
+    for events in batches:
+        batch = FeatureBatch(
+            [r for _, r, _ in events],
+            [t for t, _, _ in events],
+            [s for _, _, s in events] if with_sources else None,
+        )
+        _assert_same(store.update_and_read(batch), reference.update_and_read(batch))
+
+
+@pytest.mark.integration
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    batches=streams(),
+    bucket_s=st.sampled_from([1, 7, 60, 300]),
+    n_buckets=st.integers(1, 5),
+    lateness_s=st.sampled_from([0, 1, 45, 200]),
+)
+def test_redis_equals_reference_for_other_windows_and_lateness(
+    module_client: redis.Redis,
+    batches: list[list[tuple[int, dict[str, Any], Source]]],
+    bucket_s: int,
+    n_buckets: int,
+    lateness_s: int,
+) -> None:
+    windowed = {"bucket": f"{bucket_s}s", "window": f"{bucket_s * n_buckets}s"}
+    spec = FeatureSpec.model_validate(
+        {
+            "lateness": f"{lateness_s}s",
+            "aggregations": [
+                {**a.model_dump(exclude_none=True), **(windowed if a.windowed else {})}
+                for a in SPEC.aggregations
+            ],
+        }
+    )
+    reference = ReferenceFeatureStore(spec)
+    store = RedisFeatureStore(spec, module_client, f"prop-{uuid.uuid4().hex[:10]}")
+    for events in batches:
+        batch = FeatureBatch(
+            [r for _, r, _ in events], [t for t, _, _ in events], [s for _, _, s in events]
+        )
+        _assert_same(store.update_and_read(batch), reference.update_and_read(batch))
