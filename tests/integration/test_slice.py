@@ -6,8 +6,10 @@ import re
 from urllib.request import urlopen
 
 import pytest
+import redis
 
 from inference.onnx_model import ModelRef
+from streams.prediction_log import PredictionLog
 from tests.integration.harness import (
     assert_features_exact,
     make_spec,
@@ -52,3 +54,16 @@ def test_ten_thousand_events_get_one_prediction_each_with_exact_features(conn, m
 
     served = read_json(conn, spec.topics.features, expected=10_000)
     assert_features_exact(served, recompute_features(conn, spec), spec.features.names)
+
+    # The prediction log holds, per event id, the features and score it was served with.
+    log = PredictionLog(
+        redis.Redis.from_url(conn.redis_url), spec.namespace, spec.features.names, 3_600_000
+    )
+    sample = predictions[::97]
+    logged = log.read([p["event_id"] for p in sample])
+    by_id = {r["event_id"]: r for r in served}
+    for p, entry in zip(sample, logged, strict=True):
+        assert entry is not None, p["event_id"]
+        assert entry.scores["onnx"] == p["score"]
+        assert entry.model_version == version
+        assert entry.features == by_id[p["event_id"]]["features"]
