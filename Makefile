@@ -20,10 +20,13 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 install: $(VENV)/.installed
 
-# Java 17 and Maven fetch and run the Kafka broker; redis-server serves the features.
+# Java 17 and Maven fetch and run the Kafka broker; redis-server serves the features;
+# promtool checks /metrics and Chromium runs the dashboard's browser test.
 prerequisites:
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v promtool >/dev/null || missing="$$missing prometheus"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v java >/dev/null || missing="$$missing openjdk-17-jre-headless"; \
 	command -v mvn >/dev/null || missing="$$missing maven"; \
 	if [ -n "$$missing" ]; then \

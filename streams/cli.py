@@ -14,6 +14,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from streams.dashboard import dashboard_command
+from streams.lag import lag_command
+from streams.rebuild import rebuild_command
 from streams.spec import Connections, PipelineSpec, SpecError, load_spec
 
 app = typer.Typer(
@@ -23,6 +26,9 @@ app = typer.Typer(
 )
 model_app = typer.Typer(help="Versioned model registry (sha256-verified, hot-swappable).")
 app.add_typer(model_app, name="model")
+app.command("lag")(lag_command)
+app.command("dashboard")(dashboard_command)
+app.command("rebuild")(rebuild_command)
 console = Console(stderr=True)
 out = Console()
 
@@ -138,6 +144,7 @@ def produce(
 ) -> None:
     """Write events to the spec's events topic."""
     from streams.producing import produce_synthetic
+    from streams.progress import progress_reporter
     from streams.synthetic import CardPayments
     from streams.topics import ensure_topics
 
@@ -148,7 +155,8 @@ def produce(
         connections = Connections.from_env(bootstrap=bootstrap)
         ensure_topics(connections, pipeline)
         workload = CardPayments(synthetic, seed=seed, rate=rate, drift_at=drift_at)
-        result = produce_synthetic(connections, pipeline, workload, progress=console)
+        with progress_reporter("produce", synthetic, unit="events", console=console) as bar:
+            result = produce_synthetic(connections, pipeline, workload, progress=bar)
     out.print(
         f"produced {result.count} events to '{pipeline.topics.events}' "
         f"in {result.seconds:.1f}s ({result.rate:,.0f} events/s)"

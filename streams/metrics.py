@@ -105,6 +105,7 @@ class WorkerMetrics:
             "streamfer_paused", "1 while consumption is paused for backpressure", registry=r
         )
         self._model_labels: tuple[str, str, str] | None = None
+        self._lag_series: set[tuple[str, str]] = set()
 
     def serve(self, host: str, port: int) -> int:
         """Start the /metrics endpoint; returns the bound port (port 0 picks a free one)."""
@@ -118,10 +119,20 @@ class WorkerMetrics:
         self.model_info.labels(*self._model_labels).set(1)
 
     def on_stats(self, stats_json: str) -> None:
-        """librdkafka statistics callback: per-partition consumer lag, no extra round trips."""
+        """librdkafka statistics callback: per-partition consumer lag, no extra round trips.
+
+        Series of partitions no longer fetched (revoked) are removed, so lag summed over the
+        workers of a group never counts a partition twice after a rebalance.
+        """
         stats: dict[str, Any] = orjson.loads(stats_json)
+        seen: set[tuple[str, str]] = set()
         for topic, tstats in stats.get("topics", {}).items():
             for partition, pstats in tstats.get("partitions", {}).items():
                 lag = pstats.get("consumer_lag", -1)
-                if partition != "-1" and lag is not None and lag >= 0:
+                active = pstats.get("fetch_state") == "active"
+                if partition != "-1" and active and lag is not None and lag >= 0:
                     self.consumer_lag.labels(topic, partition).set(lag)
+                    seen.add((topic, partition))
+        for gone in self._lag_series - seen:
+            self.consumer_lag.remove(*gone)
+        self._lag_series = seen

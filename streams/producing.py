@@ -9,8 +9,8 @@ from typing import Any
 
 import orjson
 from confluent_kafka import KafkaError, Producer
-from rich.console import Console
 
+from streams.progress import ProgressReporter
 from streams.spec import Connections, PipelineSpec
 from streams.synthetic import CardPayments
 
@@ -31,8 +31,7 @@ def produce_events(
     events: Iterable[dict[str, Any]],
     *,
     key_field: str | None,
-    total: int | None = None,
-    progress: Console | None = None,
+    progress: ProgressReporter | None = None,
 ) -> ProduceResult:
     """Produce JSON events keyed by `key_field`; raises if any record is not delivered."""
     failures: list[str] = []
@@ -55,7 +54,6 @@ def produce_events(
         )
     )
     started = time.perf_counter()
-    last_report = started
     count = 0
     dumps = orjson.dumps
     for event in events:
@@ -70,13 +68,12 @@ def produce_events(
         count += 1
         if count % 10_000 == 0:
             producer.poll(0)
-            now = time.perf_counter()
-            if progress is not None and now - last_report > 2:
-                done = f"{count:,}" + (f"/{total:,}" if total else "")
-                progress.print(f"produced {done} events ({count / (now - started):,.0f}/s)")
-                last_report = now
+            if progress is not None:
+                progress.advance(10_000)
     while producer.flush(10) > 0:
         pass
+    if progress is not None:
+        progress.update(count)
     if failures:
         raise RuntimeError(f"{len(failures)} events were not delivered, e.g. {failures[0]}")
     return ProduceResult(count, time.perf_counter() - started)
@@ -87,7 +84,7 @@ def produce_synthetic(
     spec: PipelineSpec,
     workload: CardPayments,
     *,
-    progress: Console | None = None,
+    progress: ProgressReporter | None = None,
 ) -> ProduceResult:
     key_field = spec.event.entities[0]
     return produce_events(
@@ -95,6 +92,5 @@ def produce_synthetic(
         spec.topics.events,
         workload.events(),
         key_field=key_field,
-        total=workload.n_events,
         progress=progress,
     )
