@@ -48,13 +48,21 @@ class UserError(Exception):
 
 @contextmanager
 def user_errors() -> Iterator[None]:
+    from inference.adaptation import SnapshotKeyMissing
     from inference.onnx_model import ModelLoadError
     from streams.stack import StackError
     from streams.topics import BrokerUnreachable
 
     try:
         yield
-    except (SpecError, UserError, BrokerUnreachable, StackError, ModelLoadError) as exc:
+    except (
+        SpecError,
+        UserError,
+        BrokerUnreachable,
+        StackError,
+        ModelLoadError,
+        SnapshotKeyMissing,
+    ) as exc:
         console.print(f"[bold red]error:[/] {exc}", highlight=False)
         raise typer.Exit(2) from None
 

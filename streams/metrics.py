@@ -92,6 +92,17 @@ class WorkerMetrics:
         self.model_swap_failures = Counter(
             "streamfer_model_swap_failures", "New model versions refused", registry=r
         )
+        self.adaptation_info = Gauge(
+            "streamfer_adaptation_info",
+            "Adaptation snapshot in use (value 1)",
+            ["version", "mode"],
+            registry=r,
+        )
+        self.snapshot_rejections = Counter(
+            "streamfer_snapshot_rejections",
+            "Adaptation snapshots refused (bad signature)",
+            registry=r,
+        )
         self.redis_errors = Counter(
             "streamfer_redis_errors", "Failed Redis calls (retried)", registry=r
         )
@@ -117,6 +128,10 @@ class WorkerMetrics:
             self.model_info.remove(*self._model_labels)
         self._model_labels = (name, version, provider)
         self.model_info.labels(*self._model_labels).set(1)
+
+    def set_adaptation(self, version: str | None, mode: str) -> None:
+        self.adaptation_info.clear()
+        self.adaptation_info.labels(version or "none", str(mode)).set(1)
 
     def on_stats(self, stats_json: str) -> None:
         """librdkafka statistics callback: per-partition consumer lag, no extra round trips.

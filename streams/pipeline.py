@@ -18,9 +18,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import orjson
 import redis
+from confluent_kafka import Producer
 
 from features.store import FeatureBatch, FeatureResult, FeatureStore, open_store
+from inference.adaptation import Adapter
 from inference.registry import ModelSwitch
 from streams.batch_consumer import BatchConsumer, MessageBatch
 from streams.codec import (
@@ -73,6 +76,26 @@ class RunStats:
         return self.events_in / max(self.last_done - self.first_consume, 1e-9)
 
 
+class AlertSink:
+    """JSON alerts (e.g. a refused snapshot) to the spec's alerts topic, or the log only."""
+
+    def __init__(self, connections: Connections, topic: str | None, source: str) -> None:
+        self._topic = topic
+        self._source = source
+        self._producer = Producer(connections.kafka_config(**{"linger.ms": 50})) if topic else None
+
+    def send(self, alert: dict[str, Any]) -> None:
+        log.error("alert: %s", alert)
+        if self._producer is not None and self._topic is not None:
+            payload = {**alert, "source": self._source}
+            self._producer.produce(self._topic, orjson.dumps(payload), self._source.encode())
+            self._producer.poll(0)
+
+    def close(self) -> None:
+        if self._producer is not None:
+            self._producer.flush(10)
+
+
 class Worker:
     """One consumer-group member running the pipeline of a spec."""
 
@@ -97,6 +120,10 @@ class Worker:
         self._models = ModelSwitch.open(spec.model, spec.features.names)
         self._log = PredictionLog(
             self._redis, spec.namespace, spec.features.names, spec.prediction_log.horizon
+        )
+        self._alerts = AlertSink(connections, spec.topics.alerts, f"{spec.name}-{worker_id}")
+        self._adapter = Adapter.open(
+            spec.adaptation, self._redis, spec.namespace, spec.features.names, self._alerts.send
         )
         eos = (
             exactly_once
@@ -178,6 +205,12 @@ class Worker:
                         self._note_model()
                     else:
                         self.metrics.model_swap_failures.inc()
+                adapted = self._adapter.poll()
+                if adapted is not None:
+                    if adapted.ok:
+                        self.metrics.set_adaptation(adapted.version, self.spec.adaptation.mode)
+                    else:
+                        self.metrics.snapshot_rejections.inc()
                 batch = self._consumer.poll_batch()
                 if not batch.messages:
                     self._output.idle()
@@ -278,16 +311,19 @@ class Worker:
         model = self._models.current()  # one version scores the whole batch
         onnx_scores = model.predict(features.values)
         self.metrics.stage.labels("inference").observe(time.perf_counter() - features_done)
-        final = onnx_scores
+        adapted = self._adapter.score(features.values, onnx_scores)
+        final = adapted.final
         scored_at_ms = int(self._clock() * 1000)
         started = time.perf_counter()
         id_field = self.spec.event.id
         self._log.write(
             [str(r[id_field]) for r in decoded.records],
             features.values,
-            {"onnx": onnx_scores},
+            {"onnx": onnx_scores, "final": final}
+            if adapted.river is None
+            else {"onnx": onnx_scores, "river": adapted.river, "final": final},
             model.version,
-            None,
+            adapted.version,
             decoded.event_time_ms,
         )
         self.metrics.stage.labels("prediction_log").observe(time.perf_counter() - started)
@@ -295,13 +331,13 @@ class Worker:
             features=features.values,
             scores=final,
             onnx_scores=onnx_scores,
-            river_scores=None,
+            river_scores=adapted.river,
             decisions=final >= self.spec.model.threshold,
             late=features.late,
             replayed=features.replayed,
             model_name=model.name,
             model_version=model.version,
-            adaptation_version=None,
+            adaptation_version=adapted.version,
             scored_at_ms=scored_at_ms,
         )
         return scored, decoded
@@ -366,6 +402,7 @@ class Worker:
             self._output.close()
             self._store.close()
             self._models.close()
+            self._alerts.close()
             self.stats.last_done = self.stats.last_done or time.time()
 
 

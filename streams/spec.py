@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from features.duration import DurationMs
 from features.spec import FeatureSpec
+from inference.adaptation import AdaptationSpec as Adaptation
 from inference.spec import ModelSpec
 from streams.schema import EventSchema
 
@@ -68,14 +69,6 @@ class AdaptationMode(StrEnum):
     OFF = "off"
     STACK = "stack"
     CHALLENGER = "challenger"
-
-
-class Adaptation(_Frozen):
-    """Online adaptation from delayed labels (the learner); `off` until it is configured."""
-
-    mode: AdaptationMode = AdaptationMode.OFF
-    model: dict[str, Any] | None = None
-    min_labels: int = Field(default=500, ge=0)
 
 
 class PredictionLog(_Frozen):
