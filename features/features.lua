@@ -7,9 +7,11 @@ features/semantics.py and features/reference.py, written the same way: the same 
 bucket arithmetic and the same float operations in the same order, so both stores read
 bit-identical numbers.
 
-Per batch: each entity's state (one cmsgpack string) is read once with GET, changed in a
-Lua table, trimmed to the retention floor and written back once with SET PX; count_distinct
-buckets are real HyperLogLog keys (PFADD/PFCOUNT). Returns {rows, flags}: rows is n*k
+Per batch: each entity's state (one cmsgpack string: watermark, and per aggregation a flat
+array of its buckets, see slot()) is read once with GET, changed in Lua tables, trimmed to
+the retention floor and written back once with SET PX; count_distinct buckets are real
+HyperLogLog keys (PFADD/PFCOUNT). Per event Lua keeps a cached "window minus own bucket"
+per aggregation, so a busy entity costs O(1) per event, not O(buckets). Returns {rows, flags}: rows is n*k
 little-endian float64 (Lua numbers returned as replies would be truncated to integers),
 flags one byte per event (1 = late, 2 = replayed).
 ]]
@@ -46,7 +48,9 @@ local function escape(v)
 end
 
 -- loaded[f][value] = { tag, st = { w = watermark, a = { [agg id] = state } }, dirty,
---                      ver = count_distinct register versions, cache = PFCOUNT cache }
+--                      ver = count_distinct register versions, cache = last estimate,
+--                      hk = HLL key prefixes, union = batch-local window unions,
+--                      prefix = per aggregation, its window without the newest bucket }
 local loaded = {}
 for f = 1, n_ents do loaded[f] = {} end
 
@@ -63,134 +67,283 @@ local function entity(f, v)
     local id = aggs[ids[j]].id
     if a[id] == nil then a[id] = {} end
   end
-  e = { tag = tag, st = st, dirty = false, ver = {}, cache = {}, ttl = ents[f].ttl }
+  e = { tag = tag, st = st, dirty = false, ver = {}, cache = {}, hk = {}, union = {},
+    prefix = {}, ttl = ents[f].ttl }
   loaded[f][v] = e
   return e
 end
 
 local touched = {} -- HLL key -> ttl, PEXPIREd once at the end
+local unions = {} -- batch-local union HLL keys, deleted at the end
+-- A dense HLL with all registers 0, in Redis's documented layout: "HYLL", encoding 0
+-- (dense), 3 unused bytes, 8 bytes of cached cardinality, 16384 6-bit registers.
+local EMPTY_DENSE_HLL = 'HYLL' .. string.rep('\0', 4 + 8 + 12288)
+
+-- A windowed aggregation's state is one flat array, compact for cmsgpack and read through
+-- Lua's array part: s[1] is the first bucket held (b0), then `w` values per bucket for
+-- b0, b0+1, ... up to the newest bucket; an empty bucket holds false. Per kind:
+-- count: n; sum: sum; mean: sum, n; min/max: value; last: time, value;
+-- seconds_since_last: newest time; count_distinct: 1 (its HLL key exists).
+local WIDTH = { count = 1, sum = 1, mean = 2, min = 1, max = 1, last = 2,
+  seconds_since_last = 1, count_distinct = 1 }
+for j = 1, k do aggs[j].w = WIDTH[aggs[j].kind] end
+
+-- The index of bucket b's first value, growing the array to hold b.
+local function slot(s, w, b)
+  local b0 = s[1]
+  if b0 == nil then
+    s[1] = b
+    for j = 2, 1 + w do s[j] = false end
+    return 2
+  end
+  local size = #s
+  if b < b0 then -- out of order, older than anything held: shift right
+    local shift = (b0 - b) * w
+    for j = size, 2, -1 do s[j + shift] = s[j] end
+    for j = 2, 1 + shift do s[j] = false end
+    s[1] = b
+    return 2
+  end
+  local j = 2 + (b - b0) * w
+  for jj = size + 1, j + w - 1 do s[jj] = false end
+  return j
+end
+
+-- The first and last index (step w) of the buckets held within [lo, hi].
+local function span(s, w, lo, hi)
+  local b0 = s[1]
+  if b0 == nil then return 2, 1 end
+  local last = b0 + (#s - 1) / w - 1
+  if lo < b0 then lo = b0 end
+  if hi > last then hi = last end
+  return 2 + (lo - b0) * w, 2 + (hi - b0) * w
+end
+
+-- Drop buckets below the retention floor, and leading empty ones; calls dropped(b) for
+-- every dropped bucket that held something.
+local function trim(s, w, lo, dropped)
+  local b0 = s[1]
+  if b0 == nil then return end
+  local size = #s
+  local keep = (size - 1) / w -- buckets to drop from the front
+  for i = 0, (size - 1) / w - 1 do
+    local held = s[2 + i * w] ~= false
+    if held and b0 + i >= lo then
+      keep = i
+      break
+    end
+    if held and dropped then dropped(b0 + i) end
+  end
+  if keep == 0 then return end
+  local shift = keep * w
+  for j = 2, size - shift do s[j] = s[j + shift] end
+  for j = size, math.max(size - shift + 1, 2), -1 do s[j] = nil end
+  if #s < 2 then s[1] = nil else s[1] = b0 + keep end
+end
+
+local function distinct(a, s, e, ap, i, b, start)
+  local id = a.id
+  local hk = e.hk[id]
+  if hk == nil then
+    hk = e.tag .. ':h:' .. id .. ':'
+    e.hk[id] = hk
+  end
+  local u = e.union[id]
+  local m = D[a.dis][i]
+  if ap and m ~= null then
+    local key = hk .. fmt('%d', b)
+    if call('PFADD', key, m) == 1 then
+      e.ver[id] = (e.ver[id] or 0) + 1
+      -- A register of the bucket grew; the union over its window must grow with it.
+      if u and b >= u[1] and b <= u[2] then call('PFADD', u[3], m) end
+    end
+    s[slot(s, 1, b)] = 1
+    touched[key] = e.ttl
+  end
+  -- Same window and no register changed since the last read: same estimate.
+  local ver = e.ver[id] or 0
+  local c = e.cache[id]
+  if c and c[1] == start and c[2] == b and c[3] == ver then return c[4] end
+  local v
+  if u and u[1] == start and u[2] == b then
+    v = call('PFCOUNT', u[3])
+  else
+    local keys = {}
+    local first, last = span(s, 1, start, b)
+    local b0 = s[1]
+    for j = first, last do
+      if s[j] then keys[#keys + 1] = hk .. fmt('%d', b0 + j - 2) end
+    end
+    if #keys == 0 then
+      v = 0
+    elseif #keys == 1 or not (c and c[1] == start and c[2] == b) then
+      v = call('PFCOUNT', unpack(keys))
+    else
+      -- The same window read again after a change (a busy entity): PFCOUNT over many
+      -- keys merges them all every time, so merge once into a batch-local union and
+      -- keep it updated. Seeded dense, so PFMERGE writes registers directly (a sparse
+      -- destination is rewritten per register). Same registers, same estimate.
+      local ukey = hk .. 'u'
+      call('SET', ukey, EMPTY_DENSE_HLL, 'PX', 60000)
+      call('PFMERGE', ukey, unpack(keys))
+      e.union[id] = { start, b, ukey }
+      unions[#unions + 1] = ukey
+      v = call('PFCOUNT', ukey)
+    end
+  end
+  if c then
+    c[1], c[2], c[3], c[4] = start, b, ver, v
+  else
+    e.cache[id] = { start, b, ver, v }
+  end
+  return v
+end
+
+-- What a window holds apart from its newest bucket, by kind: { first, last bucket, ... }.
+-- Buckets other than the event's own change only when an event lands out of order, and
+-- then its own window differs, so a prefix keyed by (first, last) stays valid all batch.
+-- Reading prefix + own bucket adds in the same order as summing the whole window.
+local function window_prefix(kind, s, w, start, b, p)
+  local first, last = span(s, w, start, b - 1)
+  local v1, v2 = false, false
+  if kind == 'count' or kind == 'sum' then
+    v1 = 0
+    for j = first, last do
+      local v = s[j]
+      if v then v1 = v1 + v end
+    end
+  elseif kind == 'mean' then
+    v1, v2 = 0, 0
+    for j = first, last, 2 do
+      local v = s[j]
+      if v then
+        v1 = v1 + v
+        v2 = v2 + s[j + 1]
+      end
+    end
+  elseif kind == 'min' then
+    for j = first, last do
+      local v = s[j]
+      if v and (not v1 or v < v1) then v1 = v end
+    end
+  elseif kind == 'max' or kind == 'seconds_since_last' then
+    for j = first, last do
+      local v = s[j]
+      if v and (not v1 or v > v1) then v1 = v end
+    end
+  else -- last: the newest valued event; bucket order is time order
+    for j = first, last, 2 do
+      if s[j] then v1, v2 = s[j], s[j + 1] end
+    end
+  end
+  p[1], p[2], p[3], p[4] = start, b, v1, v2
+  return p
+end
 
 local function windowed(a, s, e, t, ap, wm, i)
-  local B = a.B
+  local B, n = a.B, a.n
   local b = floor(t / B)
-  local start = b - a.n + 1
+  local start = b - n + 1
   if wm then -- the retention floor; only a late event's window reaches below it
-    local lo = floor(wm / B) - a.n - a.c
+    local lo = floor(wm / B) - n - a.c
     if lo > start then start = lo end
   end
   local kind = a.kind
+  if kind == 'count_distinct' then return distinct(a, s, e, ap, i, b, start) end
+  -- A late event whose whole window lies below the floor reads an empty window (it is not
+  -- applied: an applied event's window always lies above the floor).
+  if start > b then return a.empty end
+  local id = a.id
+  local w = a.w
+  local p = e.prefix[id]
+  if p == nil then
+    p = window_prefix(kind, s, w, start, b, {})
+    e.prefix[id] = p
+  elseif p[1] ~= start or p[2] ~= b then
+    window_prefix(kind, s, w, start, b, p)
+  end
+  -- j: the event's own bucket, if held (or made, when the event applies)
+  local j
   if kind == 'count' then
-    if ap then s[b] = (s[b] or 0) + 1 end
-    local acc = 0
-    for bb = start, b do
-      local v = s[bb]
-      if v then acc = acc + v end
+    if ap then
+      j = slot(s, 1, b)
+      s[j] = (s[j] or 0) + 1
+    else
+      local first, last = span(s, 1, b, b)
+      if first <= last then j = first end
     end
-    return acc
-  elseif kind == 'sum' then
-    local x = X[a.num][i]
-    if ap and x ~= null then s[b] = (s[b] or 0) + x end
-    local acc = 0
-    for bb = start, b do -- increasing bucket order, as the reference adds
-      local v = s[bb]
-      if v then acc = acc + v end
+    local v = j and s[j]
+    if v then return p[3] + v end
+    return p[3]
+  end
+  local x
+  if kind ~= 'seconds_since_last' then x = X[a.num][i] end
+  local applies = ap and x ~= null
+  if kind == 'seconds_since_last' then applies = ap end
+  if applies then
+    j = slot(s, w, b)
+  else
+    local first, last = span(s, w, b, b)
+    if first <= last then j = first end
+  end
+  local v = j and s[j]
+  if kind == 'sum' then
+    if applies then
+      v = (v or 0) + x
+      s[j] = v
     end
-    return acc
+    if v then return p[3] + v end
+    return p[3]
   elseif kind == 'mean' then
-    local x = X[a.num][i]
-    if ap and x ~= null then
-      local v = s[b]
+    local total, count = p[3], p[4]
+    if applies then
       if v then
-        v[1] = v[1] + x
-        v[2] = v[2] + 1
+        s[j], s[j + 1] = v + x, s[j + 1] + 1
       else
-        s[b] = { x, 1 }
+        s[j], s[j + 1] = x, 1
       end
+      v = s[j]
     end
-    local total, count = 0, 0
-    for bb = start, b do
-      local v = s[bb]
-      if v then
-        total = total + v[1]
-        count = count + v[2]
-      end
+    if v then
+      total = total + v
+      count = count + s[j + 1]
     end
     if count > 0 then return total / count end
     return 0
   elseif kind == 'min' then
-    local x = X[a.num][i]
-    if ap and x ~= null then
-      local v = s[b]
-      if v == nil or x < v then s[b] = x end
+    if applies and (not v or x < v) then
+      v = x
+      s[j] = x
     end
-    local best
-    for bb = start, b do
-      local v = s[bb]
-      if v and (best == nil or v < best) then best = v end
-    end
-    if best == nil then return a.fill end
+    local best = p[3]
+    if v and (not best or v < best) then best = v end
+    if not best then return a.fill end
     return best
   elseif kind == 'max' then
-    local x = X[a.num][i]
-    if ap and x ~= null then
-      local v = s[b]
-      if v == nil or x > v then s[b] = x end
+    if applies and (not v or x > v) then
+      v = x
+      s[j] = x
     end
-    local best
-    for bb = start, b do
-      local v = s[bb]
-      if v and (best == nil or v > best) then best = v end
-    end
-    if best == nil then return a.fill end
+    local best = p[3]
+    if v and (not best or v > best) then best = v end
+    if not best then return a.fill end
     return best
   elseif kind == 'last' then
-    local x = X[a.num][i]
-    if ap and x ~= null then
-      local v = s[b]
-      if v == nil or t >= v[1] then s[b] = { t, x } end -- ties go to the later event
+    if applies and (not v or t >= v) then -- ties go to the later event
+      s[j], s[j + 1] = t, x
+      v = t
     end
-    local best
-    for bb = start, b do
-      local v = s[bb]
-      if v and (best == nil or v[1] > best[1]) then best = v end
-    end
-    if best == nil then return a.fill end
-    return best[2]
-  elseif kind == 'seconds_since_last' then
-    local prev -- newest event applied before this one: read before updating
-    for bb = start, b do
-      local v = s[bb]
-      if v and (prev == nil or v > prev) then prev = v end
-    end
-    if ap then
-      local v = s[b]
-      if v == nil or t > v then s[b] = t end
-    end
-    if prev == nil then return a.fill end
+    if v then return s[j + 1] end
+    if p[3] then return p[4] end
+    return a.fill
+  else -- seconds_since_last: the newest event applied before this one, read before updating
+    local prev = p[3]
+    if v and (not prev or v > prev) then prev = v end
+    if applies and (not v or t > v) then s[j] = t end
+    if not prev then return a.fill end
     local d = (t - prev) / 1000
     if d < 0 then return 0 end
     return d
-  else -- count_distinct
-    local id = a.id
-    local m = D[a.dis][i]
-    if ap and m ~= null then
-      local key = e.tag .. ':h:' .. id .. ':' .. fmt('%d', b)
-      if call('PFADD', key, m) == 1 then e.ver[id] = (e.ver[id] or 0) + 1 end
-      s[b] = 1
-      touched[key] = e.ttl
-    end
-    -- Same window and no register changed since the last PFCOUNT: same estimate.
-    local ver = e.ver[id] or 0
-    local c = e.cache[id]
-    if c and c[1] == start and c[2] == b and c[3] == ver then return c[4] end
-    local keys = {}
-    for bb = start, b do
-      if s[bb] then keys[#keys + 1] = e.tag .. ':h:' .. id .. ':' .. fmt('%d', bb) end
-    end
-    local v = 0
-    if #keys > 0 then v = call('PFCOUNT', unpack(keys)) end
-    e.cache[id] = { start, b, ver, v }
-    return v
   end
 end
 
@@ -322,16 +475,15 @@ for f = 1, n_ents do
         local s = st.a[a.id]
         if a.win then
           local lo = floor(wm / a.B) - a.n - a.c
-          for bb in pairs(s) do
-            if bb < lo then
-              s[bb] = nil
-              if a.kind == 'count_distinct' then
-                local key = e.tag .. ':h:' .. a.id .. ':' .. fmt('%d', bb)
-                call('DEL', key)
-                touched[key] = nil
-              end
+          local dropped
+          if a.kind == 'count_distinct' then
+            dropped = function(bb)
+              local key = e.tag .. ':h:' .. a.id .. ':' .. fmt('%d', bb)
+              call('DEL', key)
+              touched[key] = nil
             end
           end
+          trim(s, a.w, lo, dropped)
         end
         kept[a.id] = s
       end
@@ -341,6 +493,7 @@ for f = 1, n_ents do
   end
 end
 for key, ttl in pairs(touched) do call('PEXPIRE', key, ttl) end
+if #unions > 0 then call('DEL', unpack(unions)) end
 for _, part in pairs(parts) do
   if part.dirty then
     call('SET', part.tag .. ':hw', fmt('%d', part.hw), 'PX', cfg.hw_ttl)

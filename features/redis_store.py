@@ -9,10 +9,14 @@ Key layout (`<ns>` is the namespace; every key of one entity shares one Redis Cl
 tag, and each source partition has its own; `}` and `%` inside a tag are written %7D, %25):
 
     sf:<ns>:{<entity field>=<value>}:s              string: cmsgpack of the entity's state:
-        watermark and, per aggregation id, its buckets (or decayed S, W, T). PX = entity TTL.
+        watermark and, per aggregation id, a flat array of its buckets (first bucket, then
+        the values of each bucket up to the newest) or the decayed S, W, T. PX = entity TTL.
     sf:<ns>:{<entity field>=<value>}:h:<agg id>:<bucket>
         HyperLogLog of one count_distinct bucket (PFADD, merged by PFCOUNT over the window);
         DEL'd once below the retention floor. PX = entity TTL.
+    sf:<ns>:{<entity field>=<value>}:h:<agg id>:u
+        batch-local union of a busy entity's window (PFMERGE once, then PFADD/PFCOUNT);
+        deleted before the script returns (PX 60 s in case the script fails midway).
     sf:<ns>:{src=<topic>/<partition>}:hw            string: highest applied offset.
         PX = max(replay_ttl, longest entity TTL).
     sf:<ns>:{src=<topic>/<partition>}:r:<offset // 1024>

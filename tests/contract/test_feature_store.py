@@ -266,11 +266,14 @@ def test_late_reads_see_only_buckets_above_the_retention_floor(open_: OpenStore)
             ev(late),
             ev(T0 + 6 * MIN, merchant=None),  # floor = bucket 1: bucket 0 is dropped
             ev(late),
+            ev(T0 + 9 * MIN, merchant=None),  # floor = bucket 4: the late window is empty
+            ev(late),
         ],
     )
-    assert result.late.tolist() == [False, False, False, True, False, True]
-    assert col(result, "merchants")[3::2] == [2, 1]
-    assert col(result, "n")[3::2] == [2, 1]
+    assert result.late.tolist() == [False, False, False, True, False, True, False, True]
+    assert col(result, "merchants")[3::2] == [2, 1, 0]
+    assert col(result, "n")[3::2] == [2, 1, 0]
+    assert col(result, "since")[3::2] == [30, 30, -1]
 
 
 def test_decayed_sum_halves_per_half_life(open_: OpenStore) -> None:
@@ -428,7 +431,7 @@ def streams(draw: st.DrawFn) -> list[list[tuple[int, dict[str, Any], Source]]]:
         offsets[partition] += draw(st.integers(1, 3))
         record = {
             "card": draw(st.sampled_from([*CARDS, None])),
-            "merchant": draw(st.sampled_from([*MERCHANTS, None])),
+            "merchant": draw(st.sampled_from([*MERCHANTS, None]) | st.integers(0, 300)),
             "amount": draw(AMOUNTS),
         }
         events.append((t, record, ("events", partition, offsets[partition])))
