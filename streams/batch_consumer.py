@@ -89,8 +89,18 @@ class BatchConsumer:
             self._hooks[2](partitions)
 
     def poll_batch(self) -> MessageBatch:
+        """What is queued now (up to max_size); only when nothing is, wait up to max_wait.
+
+        `consume(n, t)` would block until n records or t passed, so at moderate load every
+        batch waited the full max_wait. Under load the queue is full and batches still fill.
+        """
         started = time.perf_counter()
-        messages = self._consumer.consume(self._max_size, self._max_wait_s)
+        consumer = self._consumer
+        messages = consumer.consume(self._max_size, 0)
+        if not messages:
+            first = consumer.poll(self._max_wait_s)
+            if first is not None:
+                messages = [first, *consumer.consume(self._max_size - 1, 0)]
         wait_s = time.perf_counter() - started
         good: list[Message] = []
         for msg in messages:

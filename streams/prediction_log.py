@@ -2,8 +2,9 @@
 
 One Redis key per event id holds the feature vector as scored, the scores and the versions,
 with TTL = the spec's label horizon; the learner joins labels against it. A batch is
-written with one pipelined round trip. Feature names are stored once per feature set
-(keyed by a hash of the names) instead of in every entry.
+written with one EVALSHA (keys and values as arguments, one SET PX per key server-side):
+a redis-py pipeline of one SET per event cost ~40-50 µs of Python per event. Feature names
+are stored once per feature set (keyed by a hash of the names) instead of in every entry.
 
 Key layout: `sf:{<ns>}:pl:<event_id>` and `sf:{<ns>}:featureset:<id>`. The hash tag is the
 namespace, so in Redis Cluster a batch's writes (and the learner's batched reads) go to one
@@ -20,6 +21,13 @@ from typing import Any
 import numpy as np
 import orjson
 import redis
+
+# Keys share the namespace hash tag, so this is one slot in Redis Cluster too.
+_WRITE_SCRIPT = """
+local px = ARGV[1]
+for i = 1, #KEYS do redis.call('SET', KEYS[i], ARGV[i + 1], 'PX', px) end
+return #KEYS
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +51,7 @@ class PredictionLog:
         self._set_key = f"sf:{{{namespace}}}:featureset:{self.feature_set}"
         self._horizon_ms = horizon_ms
         self._names_written = False
+        self._sha = ""
 
     def write(
         self,
@@ -53,29 +62,41 @@ class PredictionLog:
         adaptation_version: str | None,
         event_time_ms: Sequence[int],
     ) -> None:
-        """Log one batch in one round trip (MULTI-free pipeline: entries are independent)."""
-        pipe = self._client.pipeline(transaction=False)
+        """Log one batch in one round trip: one EVALSHA setting every entry with its TTL."""
+        client = self._client
         if not self._names_written:
+            pipe = client.pipeline(transaction=False)
             pipe.set(self._set_key, orjson.dumps(self._names))
+            pipe.persist(self._set_key)
+            pipe.execute()
+            self._sha = client.script_load(_WRITE_SCRIPT)
+            self._names_written = True
+        if not event_ids:
+            return
         rows = features.tolist()
         score_lists = {name: values.tolist() for name, values in scores.items()}
         dumps = orjson.dumps
         prefix = self._prefix
-        px = self._horizon_ms
-        for i, event_id in enumerate(event_ids):
-            entry = {
-                "f": rows[i],
-                "s": {name: values[i] for name, values in score_lists.items()},
-                "fs": self.feature_set,
-                "m": model_version,
-                "a": adaptation_version,
-                "t": event_time_ms[i],
-            }
-            pipe.set(prefix + event_id, dumps(entry), px=px)
-        if not self._names_written:
-            pipe.persist(self._set_key)
-        pipe.execute()
-        self._names_written = True
+        feature_set = self.feature_set
+        keys = [prefix + event_id for event_id in event_ids]
+        values = [
+            dumps(
+                {
+                    "f": rows[i],
+                    "s": {name: column[i] for name, column in score_lists.items()},
+                    "fs": feature_set,
+                    "m": model_version,
+                    "a": adaptation_version,
+                    "t": event_time_ms[i],
+                }
+            )
+            for i in range(len(keys))
+        ]
+        try:
+            client.evalsha(self._sha, len(keys), *keys, self._horizon_ms, *values)
+        except redis.exceptions.NoScriptError:  # script cache flushed (restart, failover)
+            self._sha = client.script_load(_WRITE_SCRIPT)
+            client.evalsha(self._sha, len(keys), *keys, self._horizon_ms, *values)
 
     def read(self, event_ids: Sequence[str]) -> list[LoggedPrediction | None]:
         """Batched lookup for the label join; None where the entry is missing or expired."""

@@ -120,6 +120,15 @@ class InvalidEvent(Exception):
         self.message = message
 
 
+# Exact types that need no further check (a float must also be finite): the common case
+# skips _type_error's isinstance chain; anything else (bool for int, subclasses, NaN) takes it.
+_EXACT_TYPES: dict[FieldType, frozenset[type]] = {
+    FieldType.STRING: frozenset({str}),
+    FieldType.INT: frozenset({int}),
+    FieldType.FLOAT: frozenset({float, int}),
+    FieldType.BOOL: frozenset({bool}),
+}
+
 _PY_TYPES: dict[FieldType, tuple[type, ...]] = {
     FieldType.STRING: (str,),
     FieldType.INT: (int,),
@@ -144,7 +153,7 @@ class EventValidator:
     def __init__(self, schema: EventSchema, *, clock_ms: Any = None) -> None:
         self._schema = schema
         self._fields = [
-            (name, spec.type, spec.required, spec.default)
+            (name, spec.type, _EXACT_TYPES[spec.type], spec.required, spec.default)
             for name, spec in schema.all_fields().items()
             if name != schema.time.field
         ]
@@ -160,7 +169,7 @@ class EventValidator:
             raise InvalidEvent(
                 "not_an_object", f"event is a JSON {type(event).__name__}, not an object"
             )
-        for name, kind, required, default in self._fields:
+        for name, kind, exact, required, default in self._fields:
             value = event.get(name)
             if value is None:
                 if required:
@@ -169,6 +178,9 @@ class EventValidator:
                     )
                 if default is not None:
                     event[name] = default
+                continue
+            t = type(value)
+            if t in exact and (t is not float or value - value == 0.0):  # finite float
                 continue
             problem = _type_error(kind, value)
             if problem is not None:
