@@ -50,16 +50,16 @@ demo: install prerequisites
 
 test: install prerequisites
 	@set -e; eval "$$($(STREAMFER) up)"; trap '$(STREAMFER) down' EXIT; \
-	$(BIN)/ruff check streams features inference tests; \
+	$(BIN)/ruff check streams features inference tests bench; \
 	$(BIN)/pytest -p no:cacheprovider -q tests
 
 lint: install
-	$(BIN)/ruff check streams features inference tests
-	$(BIN)/ruff format --check streams features inference tests
+	$(BIN)/ruff check streams features inference tests bench
+	$(BIN)/ruff format --check streams features inference tests bench
 
 format: install
-	$(BIN)/ruff format streams features inference tests
-	$(BIN)/ruff check --fix streams features inference tests
+	$(BIN)/ruff format streams features inference tests bench
+	$(BIN)/ruff check --fix streams features inference tests bench
 
 clean:
 	-$(STREAMFER) down
