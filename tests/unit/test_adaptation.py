@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from inference.adaptation import (
-    Adapter,
     AdaptationMode,
     AdaptationSpec,
     AdaptationTask,
+    Adapter,
     OnlineLearner,
     RiverSpecError,
     SnapshotKeyMissing,
