@@ -44,12 +44,13 @@ up: install prerequisites
 down:
 	$(STREAMFER) down
 
+# `exports=$$(…)` keeps streamfer up's exit status (`eval "$$(…)"` would hide a failure).
 demo: install prerequisites
-	@set -e; eval "$$($(STREAMFER) up)"; trap '$(STREAMFER) down' EXIT; \
+	@set -e; exports=$$($(STREAMFER) up); trap '$(STREAMFER) down' EXIT; eval "$$exports"; \
 	$(STREAMFER) demo -s $(SPEC) --events $(EVENTS)
 
 test: install prerequisites
-	@set -e; eval "$$($(STREAMFER) up)"; trap '$(STREAMFER) down' EXIT; \
+	@set -e; exports=$$($(STREAMFER) up); trap '$(STREAMFER) down' EXIT; eval "$$exports"; \
 	$(BIN)/ruff check streams features inference tests bench; \
 	$(BIN)/pytest -p no:cacheprovider -q tests
 
