@@ -63,9 +63,10 @@ class Scrape:
 
     @property
     def has_learner_metrics(self) -> bool:
-        return any(
-            f.startswith(PREQUENTIAL_PREFIX) or f in (DRIFT_FAMILY, ADAPTATION_INFO)
-            for f in self.families
+        # Workers always declare the adaptation family; it means a learner only once it
+        # has a sample (a snapshot in use). The learner's own families mean one as such.
+        return bool(self.samples.get(ADAPTATION_INFO)) or any(
+            f.startswith(PREQUENTIAL_PREFIX) or f == DRIFT_FAMILY for f in self.families
         )
 
     def total(self, name: str) -> float:
