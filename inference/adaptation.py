@@ -31,7 +31,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import ModuleType
-from typing import Any, Literal, Self
+from typing import Any, Literal, Self, cast
 
 import numpy as np
 import orjson
@@ -80,9 +80,13 @@ class SnapshotSpec(_Frozen):
     every: DurationMs = Field(default=5_000, gt=0, description="or after this long")
 
 
+def _adwin() -> dict[str, dict[str, Any]]:
+    return {"drift.ADWIN": {}}
+
+
 class DriftSpec(_Frozen):
     detector: dict[str, dict[str, Any]] = Field(
-        default_factory=lambda: {"drift.ADWIN": {}},
+        default_factory=_adwin,
         description="one River drift detector, e.g. {drift.ADWIN: {delta: 0.002}}",
     )
     outputs: tuple[Literal["onnx", "river", "final"], ...] = ("onnx", "river", "final")
@@ -206,6 +210,7 @@ def _unknown(name: str, part: str, module: ModuleType, where: str) -> str:
 
 def build_river_component(decl: str | Mapping[str, Any], where: str, *, kind: str = "") -> Any:
     """One component: `Name` or `{Name: {kwarg: value, ...}}`, kwargs built recursively."""
+    params: Any
     if isinstance(decl, str):
         name, params = decl, {}
     elif isinstance(decl, Mapping) and len(decl) == 1:
@@ -367,7 +372,7 @@ class SnapshotStore:
     def load(self, version: int, *, with_state: bool = False) -> Snapshot | None:
         """Fetch, verify, then unpickle; None if the version is gone (expired)."""
         fields = ["meta", "model", "sig"] + (["state", "state_sig"] if with_state else [])
-        values = self._client.hmget(self.snapshot_key(version), fields)
+        values = cast(list[bytes | None], self._client.hmget(self.snapshot_key(version), fields))
         if values[0] is None and values[1] is None:
             return None
         meta, payload, sig = values[0], values[1], values[2]
@@ -629,9 +634,10 @@ class Adapter:
             latest = self._store.latest_version()
             if latest is None or latest in (self._version, self._refused):
                 return None
-            snapshot = self._store.load(latest)
-        except SnapshotRejected as exc:
-            return self._refuse(latest, str(exc))
+            try:
+                snapshot = self._store.load(latest)
+            except SnapshotRejected as exc:
+                return self._refuse(latest, str(exc))
         except redis.RedisError as exc:
             log.warning(
                 "adaptation snapshot check failed (%s); keeping version %s", exc, self.version

@@ -73,8 +73,10 @@ class DriftMonitor:
         y = np.asarray(y, dtype=np.float64)
         scores = np.asarray(scores, dtype=np.float64)
         if self.task == "classification":
-            return ((scores >= self.threshold) != (y >= 0.5)).astype(np.float64)
-        return np.abs(scores - y)
+            wrong: np.ndarray = (scores >= self.threshold) != (y >= 0.5)
+            return wrong.astype(np.float64)
+        absolute: np.ndarray = np.abs(scores - y)
+        return absolute
 
     def update(
         self,

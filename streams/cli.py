@@ -16,7 +16,10 @@ from rich.table import Table
 
 from streams.dashboard import dashboard_command
 from streams.lag import lag_command
+from streams.learner import learn_command
 from streams.rebuild import rebuild_command
+from streams.replay import produce_command, train_command
+from streams.report import report_command
 from streams.spec import Connections, PipelineSpec, SpecError, load_spec
 
 app = typer.Typer(
@@ -26,6 +29,10 @@ app = typer.Typer(
 )
 model_app = typer.Typer(help="Versioned model registry (sha256-verified, hot-swappable).")
 app.add_typer(model_app, name="model")
+app.command("produce")(produce_command)
+app.command("learn")(learn_command)
+app.command("report")(report_command)
+app.command("train-offline")(train_command)
 app.command("lag")(lag_command)
 app.command("dashboard")(dashboard_command)
 app.command("rebuild")(rebuild_command)
@@ -138,37 +145,6 @@ def _stack_config(home: Path | None, kafka_port: int | None, redis_port: int | N
     if redis_port is not None:
         changes["redis_port"] = redis_port
     return replace(config, **changes)
-
-
-# -- producing -----------------------------------------------------------------------------
-@app.command()
-def produce(
-    spec: SpecOpt,
-    synthetic: Annotated[int, typer.Option(help="number of synthetic card-payment events")] = 0,
-    seed: Annotated[int, typer.Option(help="generator seed")] = 7,
-    rate: Annotated[float, typer.Option(help="events per second of event time")] = 1000.0,
-    drift_at: Annotated[int | None, typer.Option(help="event index where fraud changes")] = None,
-    bootstrap: BootstrapOpt = None,
-) -> None:
-    """Write events to the spec's events topic."""
-    from streams.producing import produce_synthetic
-    from streams.progress import progress_reporter
-    from streams.synthetic import CardPayments
-    from streams.topics import ensure_topics
-
-    with user_errors():
-        pipeline = _spec(spec)
-        if synthetic <= 0:
-            raise UserError("say what to produce: --synthetic N")
-        connections = Connections.from_env(bootstrap=bootstrap)
-        ensure_topics(connections, pipeline)
-        workload = CardPayments(synthetic, seed=seed, rate=rate, drift_at=drift_at)
-        with progress_reporter("produce", synthetic, unit="events", console=console) as bar:
-            result = produce_synthetic(connections, pipeline, workload, progress=bar)
-    out.print(
-        f"produced {result.count} events to '{pipeline.topics.events}' "
-        f"in {result.seconds:.1f}s ({result.rate:,.0f} events/s)"
-    )
 
 
 # -- the worker ----------------------------------------------------------------------------

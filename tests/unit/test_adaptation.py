@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -28,6 +30,11 @@ from streams.spec import SpecError, parse_spec
 from tests.integration.harness import spec_dict
 
 NAMES = ("a", "b", "c")
+
+
+def adaptation(**settings: Any) -> AdaptationSpec:
+    """The `adaptation:` section as YAML would give it (strings and nested mappings)."""
+    return AdaptationSpec.model_validate(settings)
 
 
 # -- building from names -------------------------------------------------------------------
@@ -101,13 +108,13 @@ def test_spec_errors_name_the_adaptation_field() -> None:
 def test_spec_defaults_and_checks() -> None:
     off = AdaptationSpec()
     assert off.mode is AdaptationMode.OFF
-    stack = AdaptationSpec(mode="stack")
+    stack = adaptation(mode="stack")
     assert stack.steps == ("preprocessing.StandardScaler", "linear_model.LogisticRegression")
-    assert AdaptationSpec(mode="stack", task="regression").challenger_metric == "mae"
+    assert adaptation(mode="stack", task="regression").challenger_metric == "mae"
     with pytest.raises(ValueError, match="does not fit task"):
-        AdaptationSpec(mode="challenger", challenger={"metric": "mae"})
+        adaptation(mode="challenger", challenger={"metric": "mae"})
     with pytest.raises(ValueError, match="drift detector"):
-        AdaptationSpec(mode="stack", drift={"detector": {"linear_model.LogisticRegression": {}}})
+        adaptation(mode="stack", drift={"detector": {"linear_model.LogisticRegression": {}}})
 
 
 # -- signing -------------------------------------------------------------------------------
@@ -135,7 +142,7 @@ def test_snapshot_key_is_required_with_a_clear_message() -> None:
 def test_adapter_refuses_to_open_without_a_key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("STREAMFER_SNAPSHOT_KEY", raising=False)
     with pytest.raises(SnapshotKeyMissing):
-        Adapter.open(AdaptationSpec(mode="stack"), None, "ns", NAMES, lambda a: None)  # type: ignore[arg-type]
+        Adapter.open(adaptation(mode="stack"), None, "ns", NAMES, lambda a: None)  # type: ignore[arg-type]
 
 
 def test_adapter_off_passes_onnx_through() -> None:
@@ -149,7 +156,7 @@ def test_adapter_off_passes_onnx_through() -> None:
 # -- scoring rules -------------------------------------------------------------------------
 def test_final_output_rules() -> None:
     onnx, river = np.array([0.2, 0.8]), np.array([0.6, 0.4])
-    stack = AdaptationSpec(mode="stack", min_labels=100)
+    stack = adaptation(mode="stack", min_labels=100)
     np.testing.assert_array_equal(
         final_scores(stack, onnx, river, labels_seen=99, promoted=False), onnx
     )
@@ -158,7 +165,7 @@ def test_final_output_rules() -> None:
     )
     per_row = final_scores(stack, onnx, river, labels_seen=np.array([99, 100]), promoted=False)
     np.testing.assert_array_equal(per_row, [0.2, 0.4])
-    challenger = AdaptationSpec(mode="challenger")
+    challenger = adaptation(mode="challenger")
     np.testing.assert_array_equal(
         final_scores(challenger, onnx, river, labels_seen=0, promoted=False), onnx
     )
@@ -171,7 +178,7 @@ def _trained(steps: list[object]) -> tuple[OnlineLearner, np.ndarray]:
     rng = np.random.default_rng(0)
     X = rng.normal(size=(300, 3))
     y = (X[:, 0] + X[:, 1] > 0).astype(float)
-    spec = AdaptationSpec(mode="stack", model=tuple(steps))  # type: ignore[arg-type]
+    spec = adaptation(mode="stack", model=tuple(steps))
     learner = OnlineLearner(spec, NAMES)
     learner.learn(X, np.full(300, 0.5), y)
     return learner, np.column_stack([X[:50], np.full(50, 0.5)])
@@ -195,7 +202,7 @@ def test_models_without_batch_methods_score_row_by_row() -> None:
 
 
 def test_online_learner_is_predict_then_learn() -> None:
-    spec = AdaptationSpec(mode="stack", min_labels=2)
+    spec = adaptation(mode="stack", min_labels=2)
     learner = OnlineLearner(spec, NAMES)
     twin = OnlineLearner(spec, NAMES)
     X = np.array([[1.0, 0, 0], [0, 1.0, 0], [1.0, 1.0, 0]])
@@ -212,7 +219,7 @@ def test_online_learner_is_predict_then_learn() -> None:
 
 
 def test_challenger_promotes_and_demotes_with_margin() -> None:
-    spec = AdaptationSpec(mode="challenger", challenger={"window": 20, "margin": 0.1})
+    spec = adaptation(mode="challenger", challenger={"window": 20, "margin": 0.1})
     learner = OnlineLearner(spec, NAMES)
     comparison = learner.state.challenger
     assert comparison is not None

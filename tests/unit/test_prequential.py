@@ -11,6 +11,7 @@ from river import metrics
 from inference.prequential import (
     AUC_BINS,
     RollingComparison,
+    Task,
     WindowMetrics,
     binned_auc,
     exact_metric,
@@ -80,15 +81,15 @@ def test_regression_mae_rmse() -> None:
 
 
 @pytest.mark.parametrize("task", ["classification", "regression"])
-def test_merge_equals_one_window_and_json_round_trips(task: str) -> None:
+def test_merge_equals_one_window_and_json_round_trips(task: Task) -> None:
     y, p = _sample(300, seed=1)
-    whole = WindowMetrics.new(task)  # type: ignore[arg-type]
+    whole = WindowMetrics.new(task)
     whole.update(y, p)
-    a, b = WindowMetrics.new(task), WindowMetrics.new(task)  # type: ignore[arg-type]
+    a, b = WindowMetrics.new(task), WindowMetrics.new(task)
     a.update(y[:120], p[:120])
     b.update(y[120:], p[120:])
-    merged = WindowMetrics.from_json(task, a.to_json()).merge(  # type: ignore[arg-type]
-        WindowMetrics.from_json(task, b.to_json())  # type: ignore[arg-type]
+    merged = WindowMetrics.from_json(task, a.to_json()).merge(
+        WindowMetrics.from_json(task, b.to_json())
     )
     for key, value in whole.result().items():
         assert merged.result()[key] == pytest.approx(value, rel=1e-12)

@@ -1,0 +1,572 @@
+"""Labelled replay: any CSV (or a synthetic concept-drift stream) as events plus delayed labels.
+
+Each row becomes one event (event id = row number, event time from a column or synthesized
+at `rate` rows per second of event time, numeric columns as floats, the label column left
+out) and its label `{event_id, label, label_time}` is published to the labels topic K rows
+later — or, with a duration delay, once the replay's event time has moved that far past the
+row. The interleaving is a pure generator (`interleave_labels`), so the delay rule is tested
+without Kafka.
+
+Synthetic abrupt drift: two River `Hyperplane` concepts back to back, the second from row
+`drift_at` on (River's `ConceptDriftStream` with width=1 overflows `math.exp` away from
+the drift point, so the two generators are chained instead, which is what an abrupt drift
+is).
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import math
+import time
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import orjson
+import typer
+from confluent_kafka import KafkaError, Producer
+from rich.console import Console
+
+from features.duration import parse_duration_ms
+from streams.progress import ProgressReporter
+from streams.spec import Connections, PipelineSpec, SpecError, load_spec
+
+
+class ReplayError(Exception):
+    """A replay that cannot run as asked (missing column, unreadable file); says the fix."""
+
+
+@dataclass(frozen=True)
+class LabelledRow:
+    """One event and the label that will follow it."""
+
+    event: dict[str, Any]
+    label: float
+    event_time_ms: int
+
+
+@dataclass(frozen=True)
+class LabelDelay:
+    """K rows later (`rows`), or once event time passed the row's by `ms`."""
+
+    rows: int | None = None
+    ms: int | None = None
+
+    @classmethod
+    def parse(cls, text: str | int) -> LabelDelay:
+        """'5' → 5 rows; '30s', '10m' → an event-time delay."""
+        if isinstance(text, int) or str(text).strip().isdigit():
+            return cls(rows=int(text))
+        try:
+            return cls(ms=parse_duration_ms(str(text)))
+        except ValueError:
+            raise ReplayError(
+                f"--label-delay {text!r}: give a number of rows (e.g. 1) or an event-time "
+                "duration (e.g. 30s, 10m)"
+            ) from None
+
+
+def label_record(row: LabelledRow, id_field: str, label_time_ms: int) -> dict[str, Any]:
+    label: float | int = int(row.label) if float(row.label).is_integer() else row.label
+    return {"event_id": str(row.event[id_field]), "label": label, "label_time": label_time_ms}
+
+
+def interleave_labels(
+    rows: Iterable[LabelledRow], delay: LabelDelay, id_field: str
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """("event", event) and ("label", label) items in publishing order.
+
+    Row delay K: the label of row i follows the event of row i+K. Time delay D: the label of
+    a row follows the first event whose event time is at least the row's + D. Labels still
+    due at the end follow the last event.
+    """
+    waiting: deque[LabelledRow] = deque()
+    last_time = 0
+    for row in rows:
+        yield "event", row.event
+        waiting.append(row)
+        last_time = row.event_time_ms
+        if delay.ms is not None:
+            while waiting and waiting[0].event_time_ms + delay.ms <= row.event_time_ms:
+                yield "label", label_record(waiting.popleft(), id_field, row.event_time_ms)
+        else:
+            k = delay.rows or 0
+            while len(waiting) > k:
+                yield "label", label_record(waiting.popleft(), id_field, row.event_time_ms)
+    while waiting:
+        yield "label", label_record(waiting.popleft(), id_field, last_time)
+
+
+# -- sources -------------------------------------------------------------------------------
+def synthesized_times(n: int, rate: float, end_ms: int | None = None) -> np.ndarray:
+    """Event times at `rate` rows per second, ending at `end_ms` (default: now)."""
+    end = int(time.time() * 1000) if end_ms is None else end_ms
+    step = 1000.0 / rate
+    return (end - (n - 1 - np.arange(n)) * step).astype(np.int64)
+
+
+def csv_rows(
+    path: Path,
+    spec: PipelineSpec,
+    *,
+    label_column: str,
+    time_column: str | None = None,
+    rate: float = 20.0,
+    end_ms: int | None = None,
+    limit: int | None = None,
+) -> list[LabelledRow]:
+    """Read the CSV into labelled rows (ids are row numbers, 0-based after the header).
+
+    Numeric values become floats, others stay strings; spec entity fields that the CSV
+    lacks are set to the event id (each row its own entity, so rows spread over partitions).
+    """
+    try:
+        with path.open(newline="") as handle:
+            reader = csv.DictReader(handle)
+            columns = list(reader.fieldnames or [])
+            raw = list(itertools.islice(reader, limit))
+    except OSError as exc:
+        raise ReplayError(f"cannot read {path}: {exc}") from None
+    if label_column not in columns:
+        raise ReplayError(f"{path} has no column {label_column!r}; columns: {columns}")
+    if time_column is not None and time_column not in columns:
+        raise ReplayError(f"{path} has no column {time_column!r} for event time: {columns}")
+    event = spec.event
+    times: Sequence[int]
+    if time_column is None:
+        times = synthesized_times(len(raw), rate, end_ms).tolist()
+    else:
+        times = [_time_ms(r[time_column], spec) for r in raw]
+    out: list[LabelledRow] = []
+    for i, (record, t) in enumerate(zip(raw, times, strict=True)):
+        try:
+            label = float(record[label_column])
+        except ValueError:
+            raise ReplayError(
+                f"{path} row {i}: label {record[label_column]!r} is not a number"
+            ) from None
+        fields: dict[str, Any] = {
+            name: _value(value)
+            for name, value in record.items()
+            if name not in (label_column, time_column) and name is not None
+        }
+        fields[event.id] = str(i)
+        for entity in event.entities:
+            fields.setdefault(entity, str(i))
+        fields[event.time.field] = t if time_column is None else _raw_time(record[time_column])
+        out.append(LabelledRow(fields, label, int(t)))
+    return out
+
+
+def _value(text: str) -> Any:
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    return number if math.isfinite(number) else None
+
+
+def _raw_time(text: str) -> Any:
+    try:
+        return float(text) if "." in text else int(text)
+    except ValueError:
+        return text
+
+
+def _time_ms(text: str, spec: PipelineSpec) -> int:
+    from streams.schema import EventValidator
+
+    validator = EventValidator(spec.event.model_copy(update={"max_past": None, "max_future": None}))
+    return validator._event_time_ms({spec.event.time.field: _raw_time(text)}, 0)
+
+
+def hyperplane_drift_rows(
+    n: int,
+    drift_at: int,
+    *,
+    spec: PipelineSpec,
+    seed: int = 1,
+    rate: float = 20.0,
+    end_ms: int | None = None,
+) -> list[LabelledRow]:
+    """An abrupt concept drift: River `Hyperplane(seed)` before row `drift_at`, another
+    hyperplane (`seed + 1`) from it on. The stream fills the spec's model input columns
+    (one hyperplane dimension each), so any raw-feature spec — weather.yaml too — runs it."""
+    from river.datasets import synth
+
+    columns = list(spec.model.feature_columns)
+    before = synth.Hyperplane(seed=seed, n_features=len(columns))
+    after = synth.Hyperplane(seed=seed + 1, n_features=len(columns))
+    stream = itertools.chain(
+        itertools.islice(before, drift_at), itertools.islice(after, max(n - drift_at, 0))
+    )
+    times = synthesized_times(n, rate, end_ms).tolist()
+    event = spec.event
+    out: list[LabelledRow] = []
+    for i, ((x, y), t) in enumerate(zip(stream, times, strict=False)):
+        fields: dict[str, Any] = {c: float(v) for c, v in zip(columns, x.values(), strict=True)}
+        fields[event.id] = str(i)
+        for entity in event.entities:
+            fields.setdefault(entity, str(i))
+        fields[event.time.field] = t
+        out.append(LabelledRow(fields, float(y), int(t)))
+    return out
+
+
+def card_payment_rows(spec: PipelineSpec, workload: Any) -> list[LabelledRow]:
+    """The demo generator with labels: each payment's fraud label from the hidden rule,
+    which changes at `workload.drift_at` (the demo's concept-drift mode).
+
+    Labels need the card's recent mean amount and count as the rule sees them, so the
+    events are featurized with the pure reference store, in production order.
+    """
+    from features.store import FeatureBatch, open_store
+    from streams.synthetic import fraud_label
+
+    store = open_store(spec.features, "memory://", "labels")
+    names = list(spec.features.names)
+    mean_col = names.index("card_amount_mean_1h") if "card_amount_mean_1h" in names else None
+    count_col = names.index("card_count_1h") if "card_count_1h" in names else None
+    drift_at = workload.drift_at
+    out: list[LabelledRow] = []
+    batch: list[dict[str, Any]] = []
+
+    def flush() -> None:
+        times = [int(e[spec.event.time.field]) for e in batch]
+        values = store.update_and_read(FeatureBatch(batch, times, None)).values
+        for i, event in enumerate(batch):
+            index = len(out)
+            mean = float(values[i, mean_col]) if mean_col is not None else 0.0
+            count = float(values[i, count_col]) if count_col is not None else 0.0
+            drifted = drift_at is not None and index >= drift_at
+            label = fraud_label(event, mean, count, drifted=drifted)
+            out.append(LabelledRow(dict(event), float(label), times[i]))
+        batch.clear()
+
+    for event in workload.events():
+        batch.append(event)
+        if len(batch) == 1000:
+            flush()
+    if batch:
+        flush()
+    store.close()
+    return out
+
+
+def feature_matrix(rows: Sequence[LabelledRow], columns: Sequence[str]) -> np.ndarray:
+    """(n, k) float matrix of the named fields (what raw-feature specs score)."""
+    return np.array([[float(r.event[c]) for c in columns] for r in rows], dtype=np.float64)
+
+
+def train_prefix_model(
+    rows: Sequence[LabelledRow],
+    spec: PipelineSpec,
+    *,
+    fraction: float = 0.05,
+    out: Path | None = None,
+    seed: int = 0,
+) -> Path:
+    """Train the offline model (the demo MLP → ONNX) on the first `fraction` of rows.
+
+    The model's input columns must be raw event fields of the rows (as in weather.yaml).
+    """
+    from inference.demo_model import export_onnx, train_mlp
+
+    columns = list(spec.model.feature_columns)
+    missing = [c for c in columns if c not in rows[0].event]
+    if missing:
+        raise ReplayError(f"model inputs {missing} are not columns of the replayed rows")
+    n = max(int(len(rows) * fraction), 10)
+    X = feature_matrix(rows[:n], columns)
+    y = np.array([r.label for r in rows[:n]])
+    weights = train_mlp(X, y, hidden=16, epochs=300, seed=seed, lr=0.01, batch_size=64)
+    path = out or (Path(spec.model.path) if spec.model.path else None)
+    if path is None:
+        raise ReplayError("the spec's model has no path to write to")
+    return export_onnx(
+        weights,
+        path,
+        feature_names=columns,
+        model_name=spec.model.name,
+        doc=f"trained on the first {n} rows ({fraction:.0%}) of a labelled replay",
+    )
+
+
+# -- producing -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ReplayResult:
+    events: int
+    labels: int
+    seconds: float
+
+
+def produce_labelled(
+    connections: Connections,
+    spec: PipelineSpec,
+    rows: Iterable[LabelledRow],
+    delay: LabelDelay,
+    *,
+    pace: float = 0.0,
+    progress: ProgressReporter | None = None,
+) -> ReplayResult:
+    """Publish events and their delayed labels; `pace` > 0 limits rows per wall second."""
+    if not spec.topics.labels:
+        raise ReplayError("the spec names no labels topic: set topics.labels")
+    failures: list[str] = []
+
+    def on_error(err: KafkaError | None, _msg: Any) -> None:
+        if err is not None:
+            failures.append(str(err))
+
+    producer = Producer(
+        connections.kafka_config(
+            **{
+                "linger.ms": 5,
+                "enable.idempotence": True,
+                "delivery.report.only.error": True,
+                "on_delivery": on_error,
+            }
+        )
+    )
+    key_field = spec.event.key or spec.event.entities[0]
+    started = time.perf_counter()
+    events = labels = 0
+    dumps = orjson.dumps
+    for kind, record in interleave_labels(rows, delay, spec.event.id):
+        if kind == "event":
+            topic, key = spec.topics.events, str(record.get(key_field, "")).encode()
+            events += 1
+            if pace > 0:
+                ahead = events / pace - (time.perf_counter() - started)
+                if ahead > 0:
+                    producer.poll(0)
+                    time.sleep(ahead)
+        else:
+            topic, key = spec.topics.labels, str(record["event_id"]).encode()
+            labels += 1
+        while True:
+            try:
+                producer.produce(topic, dumps(record), key)
+                break
+            except BufferError:
+                producer.poll(0.05)
+        if (events + labels) % 1000 == 0:
+            producer.poll(0)
+            if progress is not None:
+                progress.update(events)
+    while producer.flush(10) > 0:
+        pass
+    if progress is not None:
+        progress.update(events)
+    if failures:
+        raise RuntimeError(f"{len(failures)} records were not delivered, e.g. {failures[0]}")
+    return ReplayResult(events, labels, time.perf_counter() - started)
+
+
+def replay_rows(
+    spec: PipelineSpec,
+    *,
+    csv_path: Path | None = None,
+    label_column: str | None = None,
+    time_column: str | None = None,
+    rate: float = 20.0,
+    drift_rows: int = 0,
+    synthetic: int = 0,
+    drift_at: int | None = None,
+    seed: int = 1,
+    limit: int | None = None,
+    start_row: int = 0,
+) -> list[LabelledRow]:
+    """The labelled rows a replay publishes: a CSV, card payments, or the drift stream."""
+    if csv_path is not None:
+        if not label_column:
+            raise ReplayError("--csv needs --label-column: the column holding each row's label")
+        rows = csv_rows(
+            csv_path,
+            spec,
+            label_column=label_column,
+            time_column=time_column,
+            rate=rate,
+            limit=limit,
+        )
+    elif synthetic > 0:
+        from streams.synthetic import CardPayments
+
+        rows = card_payment_rows(
+            spec, CardPayments(synthetic, seed=seed, rate=rate, drift_at=drift_at)
+        )
+    elif drift_rows > 0:
+        rows = hyperplane_drift_rows(
+            drift_rows,
+            drift_at if drift_at is not None else drift_rows // 2,
+            spec=spec,
+            seed=seed,
+            rate=rate,
+        )
+    else:
+        raise ReplayError(
+            "say what to replay: --csv FILE --label-column COL, --drift-stream N, or "
+            "--synthetic N with --label-delay"
+        )
+    rows = rows[start_row:]
+    if not rows:
+        raise ReplayError("nothing to replay: no rows (after --start-row)")
+    return rows
+
+
+def replay(
+    spec: PipelineSpec,
+    connections: Connections,
+    rows: Sequence[LabelledRow],
+    *,
+    label_delay: str = "1",
+    pace: float = 0.0,
+    progress: ProgressReporter | None = None,
+) -> ReplayResult:
+    """Ensure the topics, then publish the rows' events and their delayed labels."""
+    from streams.topics import ensure_topics
+
+    delay = LabelDelay.parse(label_delay)
+    ensure_topics(connections, spec)
+    return produce_labelled(connections, spec, rows, delay, pace=pace, progress=progress)
+
+
+# -- commands (registered by streams.cli) --------------------------------------------------
+SpecOpt = Annotated[Path, typer.Option("--spec", "-s", help="pipeline spec (YAML)")]
+
+
+def produce_command(
+    spec: SpecOpt,
+    synthetic: Annotated[int, typer.Option(help="number of synthetic card-payment events")] = 0,
+    seed: Annotated[int, typer.Option(help="generator seed")] = 7,
+    rate: Annotated[
+        float | None,
+        typer.Option(help="events per second of event time [1000 synthetic, 20 CSV/drift]"),
+    ] = None,
+    drift_at: Annotated[
+        int | None, typer.Option(help="event index where the concept (fraud pattern) changes")
+    ] = None,
+    csv_file: Annotated[
+        Path | None, typer.Option("--csv", help="replay this CSV, one event per row")
+    ] = None,
+    label_column: Annotated[
+        str | None, typer.Option(help="CSV column holding the label (left out of the events)")
+    ] = None,
+    label_delay: Annotated[
+        str | None,
+        typer.Option(help="publish each label K rows later (e.g. 1) or after a duration (30s)"),
+    ] = None,
+    time_column: Annotated[
+        str | None, typer.Option(help="CSV column with the event time (default: synthesized)")
+    ] = None,
+    start_row: Annotated[int, typer.Option(help="skip the rows before this one")] = 0,
+    limit: Annotated[int | None, typer.Option(help="read at most this many CSV rows")] = None,
+    pace: Annotated[float, typer.Option(help="rows per wall-clock second (0: flat out)")] = 0.0,
+    drift_stream: Annotated[
+        int, typer.Option(help="N rows of the synthetic abrupt-drift stream (hyperplanes)")
+    ] = 0,
+    bootstrap: Annotated[
+        str | None,
+        typer.Option("--bootstrap", help="Kafka bootstrap servers [env STREAMFER_BOOTSTRAP]"),
+    ] = None,
+) -> None:
+    """Write events to the spec's events topic; with labels, also each label K rows later.
+
+    --synthetic N: card payments (labelled with --label-delay; --drift-at M changes the
+    fraud pattern at event M). --csv FILE --label-column COL: any CSV. --drift-stream N:
+    River hyperplanes with an abrupt concept change at --drift-at (default N/2).
+    """
+    from streams.producing import produce_synthetic
+    from streams.progress import progress_reporter
+    from streams.synthetic import CardPayments
+    from streams.topics import BrokerUnreachable, ensure_topics
+
+    console = Console(stderr=True)
+    try:
+        pipeline = load_spec(spec)
+        connections = Connections.from_env(bootstrap=bootstrap)
+        labelled = csv_file is not None or drift_stream > 0 or label_delay is not None
+        if not labelled:
+            if synthetic <= 0:
+                raise ReplayError(
+                    "say what to produce: --synthetic N, --csv FILE --label-column COL, "
+                    "or --drift-stream N"
+                )
+            ensure_topics(connections, pipeline)
+            workload = CardPayments(synthetic, seed=seed, rate=rate or 1000.0, drift_at=drift_at)
+            with progress_reporter("produce", synthetic, unit="events", console=console) as bar:
+                done = produce_synthetic(connections, pipeline, workload, progress=bar)
+            Console().print(
+                f"produced {done.count} events to '{pipeline.topics.events}' "
+                f"in {done.seconds:.1f}s ({done.rate:,.0f} events/s)"
+            )
+            return
+        LabelDelay.parse(label_delay or "1")  # a bad delay fails before any work
+        rows = replay_rows(
+            pipeline,
+            csv_path=csv_file,
+            label_column=label_column,
+            time_column=time_column,
+            rate=rate or (1000.0 if synthetic and csv_file is None else 20.0),
+            drift_rows=drift_stream,
+            synthetic=synthetic,
+            drift_at=drift_at,
+            seed=seed,
+            limit=limit,
+            start_row=start_row,
+        )
+        with progress_reporter("replay", len(rows), unit="rows", console=console) as bar:
+            result = replay(
+                pipeline, connections, rows, label_delay=label_delay or "1", pace=pace, progress=bar
+            )
+    except (SpecError, ReplayError, BrokerUnreachable) as exc:
+        console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    Console().print(
+        f"replayed {result.events} events to '{pipeline.topics.events}' and {result.labels} "
+        f"labels to '{pipeline.topics.labels}' in {result.seconds:.1f}s"
+    )
+
+
+def train_command(
+    spec: SpecOpt,
+    csv_file: Annotated[Path | None, typer.Option("--csv", help="labelled CSV")] = None,
+    label_column: Annotated[str | None, typer.Option(help="CSV column holding the label")] = None,
+    drift_stream: Annotated[
+        int, typer.Option(help="or: N rows of the synthetic abrupt-drift stream")
+    ] = 0,
+    drift_at: Annotated[int | None, typer.Option(help="drift stream: row of the change")] = None,
+    seed: Annotated[int, typer.Option(help="drift stream seed (as for produce)")] = 7,
+    fraction: Annotated[float, typer.Option(help="train on this first share of rows")] = 0.05,
+) -> None:
+    """Train the spec's offline model (MLP → ONNX, at model.path) on the first rows of a
+    labelled replay — the model that later goes stale."""
+    console = Console(stderr=True)
+    try:
+        pipeline = load_spec(spec)
+        if not 0 < fraction < 1:
+            raise ReplayError("--fraction must be between 0 and 1, e.g. 0.05")
+        if csv_file is not None:
+            if not label_column:
+                raise ReplayError("--csv needs --label-column")
+            rows = csv_rows(csv_file, pipeline, label_column=label_column)
+        elif drift_stream > 0:
+            at = drift_at if drift_at is not None else drift_stream // 2
+            rows = hyperplane_drift_rows(drift_stream, at, spec=pipeline, seed=seed)
+        else:
+            raise ReplayError(
+                "say what to train on: --csv FILE --label-column COL, or --drift-stream N"
+            )
+        path = train_prefix_model(rows, pipeline, fraction=fraction)
+    except (SpecError, ReplayError) as exc:
+        console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    n = max(int(len(rows) * fraction), 10)
+    Console().print(
+        f"trained on rows 0…{n - 1} of {len(rows)}: {path}\n"
+        f"replay the rest with `streamfer produce … --start-row {n}`"
+    )

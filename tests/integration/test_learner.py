@@ -1,0 +1,319 @@
+"""The learner (`streamfer learn`, a faust-streaming app) against real Kafka and Redis.
+
+SIGKILL mid-stream and restart: no label is lost or learned twice, the metrics continue
+where they were, and the model continues from the last snapshot — checked exactly against
+the same River pipeline trained offline on the same label sequence.
+
+Helpers here (a learner process, an adaptation spec, a scoring loop standing in for the
+worker) are shared with test_adaptation_drift.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import redis
+import yaml
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from inference.adaptation import (
+    AdaptationTask,
+    Adapter,
+    OnlineLearner,
+    SnapshotStore,
+    river_predict,
+)
+from inference.onnx_model import ModelRef, OnnxModel
+from streams.prediction_log import PredictionLog
+from streams.producing import produce_events
+from streams.replay import (
+    LabelledRow,
+    feature_matrix,
+    hyperplane_drift_rows,
+    label_record,
+    train_prefix_model,
+)
+from streams.spec import Connections, PipelineSpec, parse_spec
+
+pytestmark = pytest.mark.integration
+
+SNAPSHOT_KEY = "integration-test-snapshot-key-0123456789"
+N_FEATURES = 5
+COLUMNS = [f"x{i}" for i in range(N_FEATURES)]
+
+
+@pytest.fixture(autouse=True)
+def snapshot_key(monkeypatch: pytest.MonkeyPatch) -> str:
+    """Workers (the scoring loop here) and the learner share the signing key."""
+    monkeypatch.setenv("STREAMFER_SNAPSHOT_KEY", SNAPSHOT_KEY)
+    return SNAPSHOT_KEY
+
+
+# -- helpers shared with test_adaptation_drift.py ---------------------------------------
+def adaptation_spec(
+    unique: str, model_path: Path, *, partitions: int = 2, **adaptation: Any
+) -> dict[str, Any]:
+    """A raw-feature pipeline (x0…x4 → ONNX) with adaptation on, as a spec dict."""
+    settings: dict[str, Any] = {
+        "mode": "stack",
+        "min_labels": 200,
+        "model": [
+            {"preprocessing.StandardScaler": {}},
+            {"linear_model.LogisticRegression": {"optimizer": {"optim.SGD": {"lr": 0.05}}}},
+        ],
+        "snapshot": {"every_labels": 100, "every": "1s"},
+        "batch": {"max_size": 100, "max_wait": "100ms"},
+        "label_retry": {"attempts": 4, "backoff": "200ms"},
+        "metrics_window": "20s",
+        **adaptation,
+    }
+    return {
+        "name": f"a-{unique}",
+        "topics": {
+            "events": f"ev-{unique}",
+            "predictions": f"pred-{unique}",
+            "dead_letter": f"dlq-{unique}",
+            "labels": f"lab-{unique}",
+            "alerts": f"alert-{unique}",
+            "partitions": partitions,
+        },
+        "event": {
+            "id": "event_id",
+            "time": {"field": "event_time", "unit": "ms"},
+            "entities": ["row"],
+            "fields": {c: {"type": "float"} for c in COLUMNS},
+        },
+        "features": {"transforms": [{"name": c, "field": c, "op": "raw"} for c in COLUMNS]},
+        "model": {
+            "name": "hyperplane",
+            "path": str(model_path),
+            "inputs": {"features": COLUMNS},
+            "providers": "cpu",
+            "threads": 1,
+        },
+        "adaptation": settings,
+    }
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class LearnerProcess:
+    """`python -m streams.learner` as an OS process (it is killed with SIGKILL)."""
+
+    def __init__(self, spec_file: Path, conn: Connections) -> None:
+        self.port = free_port()
+        env = {
+            **os.environ,
+            "STREAMFER_BOOTSTRAP": conn.bootstrap,
+            "STREAMFER_REDIS_URL": conn.redis_url,
+            "STREAMFER_SNAPSHOT_KEY": SNAPSHOT_KEY,
+        }
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "streams.learner",
+                "-s",
+                str(spec_file),
+                "--web-port",
+                str(self.port),
+                "--session-timeout",
+                "6",
+            ],
+            env=env,
+        )
+
+    def status(self) -> dict[str, Any] | None:
+        try:
+            url = f"http://127.0.0.1:{self.port}/adaptation/"
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return dict(json.loads(response.read()))
+        except OSError:
+            return None
+
+    def wait(
+        self, predicate: Callable[[dict[str, Any]], bool], timeout_s: float, what: str
+    ) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            code = self.proc.poll()
+            assert code is None, f"learner exited ({code}) before {what}"
+            status = self.status()
+            if status is not None and predicate(status):
+                return status
+            time.sleep(0.2)
+        raise AssertionError(f"timed out waiting for {what}; last status {self.status()}")
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(30)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+
+class ScoringLoop:
+    """What a worker does per batch, minus Kafka: ONNX, the Adapter, the prediction log."""
+
+    def __init__(
+        self, spec: PipelineSpec, conn: Connections, alert: Callable[[dict[str, Any]], None]
+    ) -> None:
+        client = redis.Redis.from_url(conn.redis_url)
+        self.spec = spec
+        self.model = OnnxModel.load(
+            ModelRef.for_file(spec.model.name, str(spec.model.path)),
+            spec.model,
+            spec.features.names,
+        )
+        self.adapter = Adapter.open(
+            spec.adaptation,
+            client,
+            spec.namespace,
+            spec.features.names,
+            alert,
+        )
+        self.log = PredictionLog(
+            client, spec.namespace, spec.features.names, spec.prediction_log.horizon
+        )
+        self.versions: list[str | None] = []
+
+    def score(self, rows: Sequence[LabelledRow]) -> None:
+        self.adapter.poll()
+        X = feature_matrix(rows, self.spec.features.names)
+        onnx = self.model.predict(X)
+        adapted = self.adapter.score(X, onnx)
+        scores = {"onnx": onnx, "final": adapted.final}
+        if adapted.river is not None:
+            scores["river"] = adapted.river
+        self.log.write(
+            [str(r.event["event_id"]) for r in rows],
+            X,
+            scores,
+            self.model.version,
+            adapted.version,
+            [r.event_time_ms for r in rows],
+        )
+        self.versions.append(adapted.version)
+
+
+def produce_labels(conn: Connections, spec: PipelineSpec, rows: Sequence[LabelledRow]) -> None:
+    assert spec.topics.labels
+    labels = [label_record(r, "event_id", r.event_time_ms) for r in rows]
+    produce_events(conn, spec.topics.labels, labels, key_field="event_id")
+
+
+def create_topic(conn: Connections, name: str, partitions: int) -> None:
+    admin = AdminClient(conn.kafka_config())
+    for future in admin.create_topics([NewTopic(name, partitions, 1)]).values():
+        future.result()
+
+
+def setup_pipeline(
+    tmp_path: Path, unique: str, n_rows: int, drift_at: int, train_rows: int, **kw: Any
+) -> tuple[PipelineSpec, Path, list[LabelledRow]]:
+    """Spec file, hyperplane rows, and the ONNX model trained on the first `train_rows`."""
+    raw = adaptation_spec(unique, tmp_path / "model.onnx", **kw)
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(yaml.safe_dump(raw))
+    spec = parse_spec(raw)
+    rows = hyperplane_drift_rows(n_rows, drift_at, spec=spec, rate=10.0)
+    train_prefix_model(rows, spec, fraction=train_rows / n_rows)
+    return spec, spec_file, rows
+
+
+def accuracy(y: np.ndarray, p: np.ndarray) -> float:
+    return float(((p >= 0.5) == (y >= 0.5)).mean())
+
+
+# -- the test ------------------------------------------------------------------------------
+def test_learner_sigkill_restart_loses_no_label_and_continues_from_snapshot(
+    tmp_path: Path, conn: Connections, unique: str
+) -> None:
+    n = 3000
+    spec, spec_file, all_rows = setup_pipeline(tmp_path, unique, n + 300, n + 300, 300)
+    rows = all_rows[300:]
+    assert spec.topics.labels
+    # One label partition: the label order is then fixed, so the model after the restart can
+    # be compared bit for bit with an offline model trained on the same sequence.
+    create_topic(conn, spec.topics.labels, 1)
+    scoring = ScoringLoop(spec, conn, alert=lambda a: None)
+    scoring.score(rows)  # every prediction is logged before its label arrives
+    client = redis.Redis.from_url(conn.redis_url)
+    store = SnapshotStore(client, spec.namespace, SNAPSHOT_KEY.encode())
+
+    learner = LearnerProcess(spec_file, conn)
+    try:
+        learner.wait(lambda s: True, 60, "the learner's web view")
+        produce_labels(conn, spec, rows[:2000])
+        learner.wait(lambda s: s["labels_seen"] >= 1000, 60, "1000 labels learned")
+        learner.kill()
+        killed_at = store.latest_version()
+        assert killed_at is not None
+        last = store.load(killed_at)
+        assert last is not None and 0 < last.meta["labels_seen"] < n
+    finally:
+        learner.stop()
+
+    produce_labels(conn, spec, rows[2000:])  # arrive while no learner runs
+    learner = LearnerProcess(spec_file, conn)
+    try:
+        status = learner.wait(
+            lambda s: s["labels_seen"] >= n and s["pending"] == 0, 120, "every label learned"
+        )
+        time.sleep(1.5)  # anything learned twice would show up by now
+        status = learner.wait(lambda s: True, 10, "status")
+    finally:
+        learner.stop()
+
+    # the model continued from the snapshot taken before the kill …
+    assert status["resumed_from"] == {
+        "version": killed_at,
+        "labels_seen": last.meta["labels_seen"],
+    }
+    # … every label was learned exactly once, and counted once in the metrics
+    assert status["labels_seen"] == n
+    assert status["expired"] == 0
+    total = status["total"]
+    assert total["onnx"]["n"] == total["river"]["n"] == total["final"]["n"] == n
+
+    # the served model equals River trained offline on the same labels, in the same order
+    final = store.load(store.latest_version() or 0)
+    assert final is not None and final.meta["labels_seen"] == n
+    offline = OnlineLearner(spec.adaptation, spec.features.names)
+    X = feature_matrix(rows, spec.features.names)
+    onnx = scoring.model.predict(X)
+    y = np.array([r.label for r in rows])
+    outcome = offline.learn(X, onnx, y)
+    columns = (*spec.features.names, "onnx_score")
+    probe = np.column_stack([X[:500], onnx[:500]])
+    task = AdaptationTask.CLASSIFICATION
+    np.testing.assert_allclose(
+        river_predict(final.model, task, columns, probe),
+        river_predict(offline.model, task, columns, probe),
+        rtol=1e-12,
+    )
+    # and the metrics continued: identical to the offline prequential evaluation
+    assert total["river"]["accuracy"] == pytest.approx(accuracy(y, outcome.river), abs=1e-12)
+    assert total["onnx"]["accuracy"] == pytest.approx(accuracy(y, onnx), abs=1e-12)
