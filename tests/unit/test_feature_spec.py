@@ -8,7 +8,8 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from features.spec import FeatureSpec, format_duration, parse_duration_ms
+from features.duration import format_duration, parse_duration_ms
+from features.spec import FeatureSpec
 
 DEMO = """
 lateness: 10m
