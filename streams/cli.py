@@ -17,6 +17,7 @@ from rich.table import Table
 from streams.dashboard import dashboard_command
 from streams.lag import lag_command
 from streams.learner import learn_command
+from streams.options import BootstrapOpt, RedisOpt, SpecOpt
 from streams.rebuild import rebuild_command
 from streams.replay import produce_command, train_command
 from streams.report import report_command
@@ -38,15 +39,6 @@ app.command("dashboard")(dashboard_command)
 app.command("rebuild")(rebuild_command)
 console = Console(stderr=True)
 out = Console()
-
-SpecOpt = Annotated[Path, typer.Option("--spec", "-s", help="pipeline spec (YAML)")]
-BootstrapOpt = Annotated[
-    str | None,
-    typer.Option("--bootstrap", help="Kafka bootstrap servers [env STREAMFER_BOOTSTRAP]"),
-]
-RedisOpt = Annotated[
-    str | None, typer.Option("--redis-url", help="Redis URL [env STREAMFER_REDIS_URL]")
-]
 
 
 class UserError(Exception):

@@ -34,6 +34,7 @@ import orjson
 import typer
 
 from streams.lag import LagReader, LagReport, LagWindow
+from streams.options import BootstrapOpt
 from streams.spec import Connections, PipelineSpec
 
 if TYPE_CHECKING:  # aiohttp is imported where it is used: `streamfer --help` stays fast
@@ -558,10 +559,7 @@ def dashboard_command(
         typer.Option("--group", "-g", help="consumer groups to chart (default: discovered)"),
     ] = None,
     interval: Annotated[float, typer.Option(min=0.2, help="seconds between refreshes")] = 1.0,
-    bootstrap: Annotated[
-        str | None,
-        typer.Option("--bootstrap", help="Kafka bootstrap servers [env STREAMFER_BOOTSTRAP]"),
-    ] = None,
+    bootstrap: BootstrapOpt = None,
 ) -> None:
     """Live charts in the browser: lag, throughput, latency, dead letters, batch sizes,
     model and adaptation versions, prequential metrics, drift alerts."""

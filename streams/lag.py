@@ -30,6 +30,7 @@ from confluent_kafka.admin import OffsetSpec as _OffsetSpec  # type: ignore[attr
 from rich.console import Console, Group
 from rich.table import Table
 
+from streams.options import BootstrapOpt
 from streams.spec import Connections
 
 TopicPartitionKey = tuple[str, int]
@@ -465,10 +466,7 @@ def lag_command(
         typer.Option(min=0.0, help="without --follow: read twice this many seconds apart"),
     ] = 0.0,
     timeout: Annotated[float, typer.Option(min=0.5, help="seconds to wait for the broker")] = 10.0,
-    bootstrap: Annotated[
-        str | None,
-        typer.Option("--bootstrap", help="Kafka bootstrap servers [env STREAMFER_BOOTSTRAP]"),
-    ] = None,
+    bootstrap: BootstrapOpt = None,
 ) -> None:
     """Committed offset, log end, lag, consumption rate and ETA per group and partition.
 

@@ -51,6 +51,7 @@ from inference.adaptation import (
 )
 from inference.drift import DriftAlert, DriftMonitor
 from inference.prequential import OUTPUTS, WindowMetrics, window_start
+from streams.options import BootstrapOpt, RedisOpt
 from streams.prediction_log import LoggedPrediction, PredictionLog
 from streams.spec import Connections, PipelineSpec, SpecError, load_spec
 
@@ -902,13 +903,8 @@ def learn_command(
             "gets its table back once the dead member's session expired"
         ),
     ] = 10.0,
-    bootstrap: Annotated[
-        str | None,
-        typer.Option("--bootstrap", help="Kafka bootstrap servers [env STREAMFER_BOOTSTRAP]"),
-    ] = None,
-    redis_url: Annotated[
-        str | None, typer.Option("--redis-url", help="Redis URL [env STREAMFER_REDIS_URL]")
-    ] = None,
+    bootstrap: BootstrapOpt = None,
+    redis_url: RedisOpt = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Learn from delayed labels (River, online), publish signed snapshots, watch for drift."""

@@ -31,6 +31,7 @@ import typer
 from rich.console import Console
 
 from streams.lag import LagReader
+from streams.options import BootstrapOpt, RedisOpt
 from streams.progress import NoProgress, ProgressReporter, progress_reporter
 from streams.spec import Connections, PipelineSpec, SpecError, load_spec
 
@@ -368,13 +369,8 @@ def rebuild_command(
     force: Annotated[
         bool, typer.Option("--force", help="rebuild even while the group has members")
     ] = False,
-    bootstrap: Annotated[
-        str | None,
-        typer.Option("--bootstrap", help="Kafka bootstrap servers [env STREAMFER_BOOTSTRAP]"),
-    ] = None,
-    redis_url: Annotated[
-        str | None, typer.Option("--redis-url", help="Redis URL [env STREAMFER_REDIS_URL]")
-    ] = None,
+    bootstrap: BootstrapOpt = None,
+    redis_url: RedisOpt = None,
 ) -> None:
     """Rebuild the Redis feature state from the events topic, up to the workers' commits.
 

@@ -32,6 +32,7 @@ from confluent_kafka import KafkaError, Producer
 from rich.console import Console
 
 from features.duration import parse_duration_ms
+from streams.options import BootstrapOpt
 from streams.progress import ProgressReporter
 from streams.spec import Connections, PipelineSpec, SpecError, load_spec
 
@@ -469,10 +470,7 @@ def produce_command(
     drift_stream: Annotated[
         int, typer.Option(help="N rows of the synthetic abrupt-drift stream (hyperplanes)")
     ] = 0,
-    bootstrap: Annotated[
-        str | None,
-        typer.Option("--bootstrap", help="Kafka bootstrap servers [env STREAMFER_BOOTSTRAP]"),
-    ] = None,
+    bootstrap: BootstrapOpt = None,
 ) -> None:
     """Write events to the spec's events topic; with labels, also each label K rows later.
 

@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from streams.learner import TABLE, totals, window_rows
+from streams.options import BootstrapOpt
 from streams.spec import Connections, PipelineSpec, SpecError, load_spec
 
 _PLOTTED = {
@@ -128,10 +129,7 @@ def report_command(
     json_out: Annotated[
         Path | None, typer.Option("--json", help="also write the rows as JSON here")
     ] = None,
-    bootstrap: Annotated[
-        str | None,
-        typer.Option("--bootstrap", help="Kafka bootstrap servers [env STREAMFER_BOOTSTRAP]"),
-    ] = None,
+    bootstrap: BootstrapOpt = None,
 ) -> None:
     """Prequential metrics over time (ONNX, River, final): a table and a PNG plot."""
     console = Console()
