@@ -25,15 +25,9 @@ class ProduceResult:
         return self.count / max(self.seconds, 1e-9)
 
 
-def produce_events(
-    connections: Connections,
-    topic: str,
-    events: Iterable[dict[str, Any]],
-    *,
-    key_field: str | None,
-    progress: ProgressReporter | None = None,
-) -> ProduceResult:
-    """Produce JSON events keyed by `key_field`; raises if any record is not delivered."""
+def checked_producer(connections: Connections, **settings: Any) -> tuple[Producer, list[str]]:
+    """An idempotent producer whose failed deliveries (only those call back) are collected
+    in the returned list, so a caller can refuse to report success after `flush()`."""
     failures: list[str] = []
 
     def on_error(err: KafkaError | None, _msg: Any) -> None:
@@ -43,15 +37,33 @@ def produce_events(
     producer = Producer(
         connections.kafka_config(
             **{
-                "linger.ms": 20,
-                "batch.num.messages": 10000,
-                "compression.type": "lz4",
                 "enable.idempotence": True,
-                "queue.buffering.max.messages": 1_000_000,
                 "delivery.report.only.error": True,
                 "on_delivery": on_error,
+                **settings,
             }
         )
+    )
+    return producer, failures
+
+
+def produce_events(
+    connections: Connections,
+    topic: str,
+    events: Iterable[dict[str, Any]],
+    *,
+    key_field: str | None,
+    progress: ProgressReporter | None = None,
+) -> ProduceResult:
+    """Produce JSON events keyed by `key_field`; raises if any record is not delivered."""
+    producer, failures = checked_producer(
+        connections,
+        **{
+            "linger.ms": 20,
+            "batch.num.messages": 10000,
+            "compression.type": "lz4",
+            "queue.buffering.max.messages": 1_000_000,
+        },
     )
     started = time.perf_counter()
     count = 0

@@ -28,11 +28,11 @@ from typing import Annotated, Any
 import numpy as np
 import orjson
 import typer
-from confluent_kafka import KafkaError, Producer
 from rich.console import Console
 
 from features.duration import parse_duration_ms
 from streams.options import BootstrapOpt
+from streams.producing import checked_producer
 from streams.progress import ProgressReporter
 from streams.spec import Connections, PipelineSpec, SpecError, load_spec
 
@@ -317,22 +317,7 @@ def produce_labelled(
     """Publish events and their delayed labels; `pace` > 0 limits rows per wall second."""
     if not spec.topics.labels:
         raise ReplayError("the spec names no labels topic: set topics.labels")
-    failures: list[str] = []
-
-    def on_error(err: KafkaError | None, _msg: Any) -> None:
-        if err is not None:
-            failures.append(str(err))
-
-    producer = Producer(
-        connections.kafka_config(
-            **{
-                "linger.ms": 5,
-                "enable.idempotence": True,
-                "delivery.report.only.error": True,
-                "on_delivery": on_error,
-            }
-        )
-    )
+    producer, failures = checked_producer(connections, **{"linger.ms": 5})
     key_field = spec.event.key or spec.event.entities[0]
     started = time.perf_counter()
     events = labels = 0
