@@ -618,8 +618,15 @@ class Learner:
         ensure_topics(self.connections, self.spec)
 
     def _partitions(self) -> int:
+        """The labels topic's partition count, which the metrics table's changelog must match.
+
+        The topics are created first: asking the broker for the metadata of a missing topic
+        auto-creates it with the broker's default count (4 on the local stack), which would
+        leave the changelog with fewer partitions than the labels it is co-partitioned with.
+        """
         from streams.topics import admin_for
 
+        self.prepare_kafka()
         admin = admin_for(self.connections)
         meta = admin.list_topics(self.topic_name, timeout=10).topics.get(self.topic_name)
         if meta is None or not meta.partitions:
@@ -840,7 +847,6 @@ class Learner:
         """Run until SIGTERM/SIGINT (or idle exit); blocks."""
         import faust
 
-        self.prepare_kafka()
         for partition, progress in sorted(self.progress.items()):
             log.info(
                 "labels partition %d: resuming at offset %d", partition, progress.resume_offset()

@@ -317,3 +317,27 @@ def test_learner_sigkill_restart_loses_no_label_and_continues_from_snapshot(
     # and the metrics continued: identical to the offline prequential evaluation
     assert total["river"]["accuracy"] == pytest.approx(accuracy(y, outcome.river), abs=1e-12)
     assert total["onnx"]["accuracy"] == pytest.approx(accuracy(y, onnx), abs=1e-12)
+
+
+def test_learner_started_before_its_topics_exist_co_partitions_the_changelog(
+    tmp_path: Path, conn: Connections, unique: str
+) -> None:
+    """A first start on a fresh cluster: the labels topic gets the spec's partition count
+    (not the broker's auto-create default), the metrics changelog the same count, and labels
+    on the last partition are learned (a smaller changelog crashed Faust's producer)."""
+    spec, spec_file, rows = setup_pipeline(tmp_path, unique, 400, 400, 100)
+    assert spec.topics.labels and spec.topics.partitions == 2
+    ScoringLoop(spec, conn, alert=lambda a: None).score(rows)
+    learner = LearnerProcess(spec_file, conn)
+    try:
+        learner.wait(lambda s: True, 60, "the learner's web view")
+        produce_labels(conn, spec, rows)
+        learner.wait(lambda s: s["labels_seen"] == len(rows), 60, "every label learned")
+    finally:
+        learner.stop()
+    topics = AdminClient(conn.kafka_config()).list_topics(timeout=10).topics
+    changelogs = [n for n in topics if n.startswith(f"streamfer-learn-{spec.namespace}-")]
+    changelogs = [n for n in changelogs if n.endswith("-changelog")]
+    assert changelogs, sorted(n for n in topics if unique in n)
+    assert len(topics[spec.topics.labels].partitions) == 2
+    assert all(len(topics[n].partitions) == 2 for n in changelogs)

@@ -2,6 +2,9 @@
 
 The worker is scraped after it has scored events and dead-lettered a bad one, so every
 labelled series (stages, dead-letter reasons, lag per partition, model info) is exported.
+The learner is scraped after it has learned labels across a drift and published snapshots,
+so its labelled series (prequential metrics per output, label outcomes, drift alerts,
+adaptation info) are exported too.
 """
 
 from __future__ import annotations
@@ -14,7 +17,15 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Producer
 
+from streams.spec import Connections
 from tests.integration.harness import make_spec, produce, start_worker, synthetic, wait_for
+from tests.integration.test_learner import (
+    SNAPSHOT_KEY,
+    LearnerProcess,
+    ScoringLoop,
+    produce_labels,
+    setup_pipeline,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -49,6 +60,41 @@ def test_worker_metrics_pass_promtool(conn, model_file, unique):
         worker.join()
     for family in (b"streamfer_dead_letters_total{", b"streamfer_stage_seconds_bucket{"):
         assert family in exposition
+    result = promtool_check(exposition)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_learner_metrics_pass_promtool(
+    tmp_path: Path, conn: Connections, unique: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STREAMFER_SNAPSHOT_KEY", SNAPSHOT_KEY)
+    # An abrupt drift at row 800 of 1500, so the drift counter gets its labelled series.
+    spec, spec_file, rows = setup_pipeline(tmp_path, unique, 1500, 800, 300)
+    ScoringLoop(spec, conn, alert=lambda a: None).score(rows)
+    learner = LearnerProcess(spec_file, conn)
+    try:
+        learner.wait(lambda s: True, 60, "the learner's web view")
+        produce_labels(conn, spec, rows)
+        learner.wait(
+            lambda s: s["labels_seen"] >= len(rows) and s["pending"] == 0,
+            120,
+            "every label learned",
+        )
+        wait_for(
+            lambda: b"streamfer_adaptation_info{" in scrape(learner.port),
+            30,
+            "a published snapshot in the learner's metrics",
+        )
+        exposition = scrape(learner.port)
+    finally:
+        learner.stop()
+    for family in (
+        b"streamfer_prequential_accuracy{",
+        b"streamfer_learner_labels_total{",
+        b"streamfer_learner_prequential_overall{",
+        b"streamfer_drift_alerts_total{",
+    ):
+        assert family in exposition, family
     result = promtool_check(exposition)
     assert result.returncode == 0, result.stdout + result.stderr
 
