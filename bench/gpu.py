@@ -13,6 +13,11 @@ IO binding modes: `off` = `session.run` with numpy arrays (ORT copies in and out
 output bound on the device and copied back once; `resident` (CUDA only) = input already
 on the device and output left there, i.e. the compute alone.
 
+CUDA runs twice: `cuda` in exact float32 (ORT's `use_tf32=0`, streamfer's default) and
+`cuda-tf32` (TensorFloat-32 matmuls, `model.tf32: true`); each row gives the largest
+difference from the CPU's scores on 1024 random rows, so the speed and the accuracy cost
+of TF32 are read off the same table.
+
 Depends only on numpy, onnx and onnxruntime (no streamfer imports), so it runs on a bare
 GPU machine with onnxruntime-gpu. Without a usable GPU the CUDA rows are skipped (the
 reason is recorded) and the CPU rows still run; `--tiny` (two batch sizes, a small MLP,
@@ -22,7 +27,9 @@ short timings) is what CI runs. The card (nvidia-smi, else torch) is named in th
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
+import io
 import json
 import os
 import platform
@@ -154,19 +161,49 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def session(model: Model, provider: str, threads: int) -> ort.InferenceSession | None:
-    """A session on `provider`, or None when ORT fell back (CUDA not usable)."""
+@dataclass(frozen=True)
+class Variant:
+    """An execution provider as benchmarked: CUDA in exact float32 (streamfer's default,
+    `model.tf32: false`) or with TF32 matmuls (`model.tf32: true`), or the CPU."""
+
+    label: str
+    provider: str
+    tf32: bool = False
+
+    def provider_entry(self) -> str | tuple[str, dict[str, str]]:
+        if self.provider == CUDA:
+            return (CUDA, {"use_tf32": str(int(self.tf32))})
+        return self.provider
+
+
+CPU_VARIANT = Variant("cpu", CPU)
+CUDA_VARIANTS = (Variant("cuda", CUDA), Variant("cuda-tf32", CUDA, tf32=True))
+
+
+def session(model: Model, variant: Variant, threads: int) -> ort.InferenceSession | None:
+    """A session on the variant's provider, or None when ORT fell back (CUDA not usable)."""
+    provider = variant.provider
     options = ort.SessionOptions()
     options.log_severity_level = 3
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if threads:
         options.intra_op_num_threads = threads
-    providers = [provider] if provider == CPU else [provider, CPU]
+    providers = [variant.provider_entry()] if provider == CPU else [variant.provider_entry(), CPU]
     try:
         sess = ort.InferenceSession(str(model.path), options, providers=providers)
     except Exception:  # a broken CUDA install raises here; the caller records the reason
         return None
     return sess if provider in sess.get_providers() else None
+
+
+def cuda_opens(model: Model, threads: int) -> bool:
+    """Whether a CUDA session opens; ORT's red provider-bridge errors are muted meanwhile
+    (the reason recorded in the output says what is missing)."""
+    ort.set_default_logger_severity(4)
+    try:
+        return session(model, CUDA_VARIANTS[0], threads) is not None
+    finally:
+        ort.set_default_logger_severity(3)
 
 
 def runner(
@@ -214,9 +251,20 @@ def time_runs(run: Callable[[], Any], *, warmup: int, min_runs: int, budget_s: f
     return np.asarray(times)
 
 
+def max_difference(
+    model: Model, sess: ort.InferenceSession, reference: ort.InferenceSession
+) -> float:
+    """Largest |score - CPU score| over 1024 random rows: what a variant costs in accuracy."""
+    x = np.random.default_rng(1).standard_normal((1024, model.width), dtype=np.float32)
+    name = sess.get_outputs()[0].name
+    ours = sess.run([name], {model.input_name: x})[0]
+    theirs = reference.run([name], {model.input_name: x})[0]
+    return float(np.abs(ours.astype(np.float64) - theirs).max())
+
+
 def measure(
     models: list[Model],
-    providers: list[str],
+    variants: list[Variant],
     batch_sizes: tuple[int, ...],
     *,
     threads: int,
@@ -227,10 +275,14 @@ def measure(
     rows: list[dict[str, Any]] = []
     rng = np.random.default_rng(0)
     for model in models:
-        for provider in providers:
-            sess = session(model, provider, threads)
+        reference = session(model, CPU_VARIANT, threads)
+        assert reference is not None, "the CPU provider always opens"
+        for variant in variants:
+            sess = session(model, variant, threads)
             if sess is None:
                 continue
+            provider = variant.provider
+            difference = max_difference(model, sess, reference)
             modes = ("off", "on", "resident") if provider == CUDA else ("off", "on")
             for mode in modes:
                 for batch in batch_sizes:
@@ -241,7 +293,8 @@ def measure(
                     rows.append(
                         {
                             "model": model.name,
-                            "provider": "cuda" if provider == CUDA else "cpu",
+                            "provider": variant.label,
+                            "max_abs_diff_vs_cpu": difference,
                             "io_binding": mode,
                             "batch": batch,
                             "runs": int(times.size),
@@ -271,13 +324,14 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append(f"- **{model['name']}**: {model['note']} (input width {model['width']})")
     lines += [
         "",
-        "| model | provider | IO binding | batch | p50 ms | p99 ms | rows/s |",
-        "|---|---|---|---:|---:|---:|---:|",
+        "| model | provider | IO binding | batch | p50 ms | p99 ms | rows/s | max diff vs CPU |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
     ]
     for r in result["rows"]:
         lines.append(
             f"| {r['model']} | {r['provider']} | {r['io_binding']} | {r['batch']} | "
-            f"{r['p50_ms']:.3f} | {r['p99_ms']:.3f} | {r['rows_per_s']:,.0f} |"
+            f"{r['p50_ms']:.3f} | {r['p99_ms']:.3f} | {r['rows_per_s']:,.0f} | "
+            f"{r['max_abs_diff_vs_cpu']:.1e} |"
         )
     lines.append("")
     return "\n".join(lines)
@@ -318,25 +372,30 @@ def plot(result: dict[str, Any], path: Path) -> bool:
 
 def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     ort.set_default_logger_severity(3)
+    if hasattr(ort, "preload_dlls") and not args.cpu_only:
+        # CUDA/cuDNN from the nvidia-* pip packages, as streamfer's OnnxModel does; it prints
+        # what it cannot find, which the skipped-CUDA reason below already says.
+        with contextlib.redirect_stdout(io.StringIO()):
+            ort.preload_dlls()
     with tempfile.TemporaryDirectory(prefix="bench-gpu-") as tmp:
         workdir = Path(tmp)
         models = [demo_model(workdir, args.demo_model), large_mlp(workdir, tiny=args.tiny)]
-        providers = [CPU]
+        variants = [CPU_VARIANT]
         cuda_skipped = None
         if args.cpu_only:
             cuda_skipped = "--cpu-only"
         elif CUDA not in ort.get_available_providers():
             cuda_skipped = f"this onnxruntime has no {CUDA} (install onnxruntime-gpu)"
-        elif session(models[0], CUDA, args.threads) is None:
+        elif not cuda_opens(models[0], args.threads):
             cuda_skipped = "CUDA could not be initialised (no usable NVIDIA GPU, driver or libs)"
         else:
-            providers.insert(0, CUDA)
+            variants[:0] = CUDA_VARIANTS
         batch_sizes = TINY_BATCH_SIZES if args.tiny else BATCH_SIZES
         if args.batch_sizes:
             batch_sizes = tuple(int(b) for b in args.batch_sizes.split(","))
         rows = measure(
             models,
-            providers,
+            variants,
             batch_sizes,
             threads=args.threads,
             warmup=2 if args.tiny else 10,

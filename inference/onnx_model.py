@@ -9,8 +9,10 @@ precomputed column selections and one `session.run` (CPU) or IO-bound run (CUDA)
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
+import io
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -32,6 +34,7 @@ _FLOAT_OUTPUTS = ("tensor(float)", "tensor(double)", "tensor(float16)")
 # Per device id, why CUDA failed to initialise in this process (missing libraries, no
 # device): that does not heal later, so `auto` stops retrying (and ORT's error spam) on reloads.
 _cuda_unusable: dict[int, str] = {}
+_cuda_libraries_preloaded = False
 
 
 class ModelLoadError(Exception):
@@ -142,23 +145,55 @@ def _why_cuda_missing() -> str:
         except OSError as exc:
             return (
                 f"the CUDA provider library did not load ({exc}); install the CUDA/cuDNN "
-                "versions this onnxruntime-gpu needs and put them on LD_LIBRARY_PATH"
+                "versions this onnxruntime-gpu needs: NVIDIA's nvidia-* pip packages (found "
+                "by onnxruntime.preload_dlls) or a system install on LD_LIBRARY_PATH"
             )
     return "onnxruntime could not initialise CUDA (no NVIDIA GPU or driver visible?)"
 
 
+def _preload_cuda_libraries() -> None:
+    """Load CUDA and cuDNN from the `nvidia-*` pip packages (or PyTorch's) when they are
+    installed, so `pip install onnxruntime-gpu nvidia-cudnn-cu13 …` works without
+    LD_LIBRARY_PATH. Best effort and once per process: libraries the system loader finds
+    need none of this, and a failure shows up as CUDA being unusable, with its reason."""
+    global _cuda_libraries_preloaded
+    if _cuda_libraries_preloaded:
+        return
+    _cuda_libraries_preloaded = True
+    preload = getattr(ort, "preload_dlls", None)  # onnxruntime-gpu ≥ 1.21
+    if preload is None or CUDA not in ort.get_available_providers():
+        return
+    # It prints each library it cannot find; on a CPU-only host that is noise, and the one
+    # reason that matters is reported by `cuda_status` / the provider error instead.
+    printed = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(printed):
+            preload()
+    except Exception as exc:  # a partial preload still leaves the system loader to try
+        log.debug("onnxruntime.preload_dlls failed: %s", exc)
+    if printed.getvalue().strip():
+        log.debug("onnxruntime.preload_dlls: %s", printed.getvalue().strip())
+
+
 def _cuda_session(
-    data: bytes, options: ort.SessionOptions, device_id: int
+    data: bytes, options: ort.SessionOptions, device_id: int, *, tf32: bool = False
 ) -> tuple[ort.InferenceSession | None, str]:
-    """A session whose providers really include CUDA, or None and the reason."""
+    """A session whose providers really include CUDA, or None and the reason.
+
+    ORT's CUDA provider uses TF32 for float32 matmuls by default; a fraud score that moves
+    by 1e-4 between a CPU and a GPU worker can flip a decision at the threshold, so TF32 is
+    off unless the spec asks for it (`model.tf32`)."""
     if device_id in _cuda_unusable:
         return None, _cuda_unusable[device_id]
+    _preload_cuda_libraries()
     # ORT prints a red stack of provider-bridge errors when CUDA can't load; we log one
     # precise reason instead, so its default logger is quiet for this attempt only.
     ort.set_default_logger_severity(4)
     try:
         session = ort.InferenceSession(
-            data, options, providers=[(CUDA, {"device_id": str(device_id)}), CPU]
+            data,
+            options,
+            providers=[(CUDA, {"device_id": str(device_id), "use_tf32": str(int(tf32))}), CPU],
         )
     except Exception as exc:
         return None, f"creating a CUDA session failed: {exc}"
@@ -343,7 +378,7 @@ class OnnxModel:
         fallback: str | None = None
         session: ort.InferenceSession | None = None
         if spec.providers in ("cuda", "auto"):
-            session, why = _cuda_session(data, options, device_id)
+            session, why = _cuda_session(data, options, device_id, tf32=spec.tf32)
             if session is None:
                 if spec.providers == "cuda":
                     raise ModelProviderError(

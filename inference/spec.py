@@ -67,6 +67,13 @@ class ModelSpec(BaseModel):
     threshold: float = Field(default=0.5, description="decision = score >= threshold")
     providers: Providers = "auto"
     threads: int = Field(default=0, ge=0, description="intra-op threads; 0 = ORT default")
+    tf32: bool = Field(
+        default=False,
+        description=(
+            "let CUDA run float32 matmuls in TensorFloat-32 (faster on Ampere and newer GPUs, "
+            "~1e-3 relative error); off, CUDA scores match the CPU's to float32 precision"
+        ),
+    )
     warmup_batches: int = Field(default=3, ge=0)
     warmup_batch_size: int = Field(default=256, ge=1, description="rows per warm-up batch")
     swap_poll: DurationMs = Field(default=1000, description="how often to re-check the registry")

@@ -37,6 +37,22 @@ def test_cuda_with_io_binding_scores_like_cpu(tmp_path: Path, providers: str) ->
     gpu, cpu = load(providers), load("cpu")
     assert gpu.provider == CUDA and gpu.fallback_reason is None
     assert cpu.provider == CPU
+    # TF32 is off unless asked for: that is what keeps CUDA within 1e-5 of the CPU.
+    assert gpu._session.get_provider_options()[CUDA]["use_tf32"] == "0"
     for n in (1, 7, 512, 2000):
         np.testing.assert_allclose(gpu.predict(X[:n]), cpu.predict(X[:n]), atol=1e-5)
     np.testing.assert_allclose(gpu.predict(X), weights.predict(X), atol=1e-5)
+
+
+def test_tf32_is_used_only_when_the_spec_asks(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(4096, 4))
+    y = (X[:, 0] - X[:, 2] > 0).astype(np.float64)
+    weights = train_mlp(X, y, hidden=64, epochs=20)
+    path = export_onnx(weights, tmp_path / "m.onnx", feature_names=NAMES, model_name="m")
+    ref = ModelRef.for_file("m", path)
+    spec = ModelSpec(name="m", path=path, inputs={"features": NAMES}, providers="cuda", tf32=True)
+    fast = OnnxModel.load(ref, spec, NAMES)
+    assert fast._session.get_provider_options()[CUDA]["use_tf32"] == "1"
+    # TF32 keeps 10 mantissa bits: close to the float64 reference, not equal to it
+    np.testing.assert_allclose(fast.predict(X), weights.predict(X), atol=5e-3)

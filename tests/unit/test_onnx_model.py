@@ -268,7 +268,7 @@ def test_auto_falls_back_to_cpu_when_the_cuda_warm_up_fails(
 
     import inference.onnx_model as onnx_model
 
-    def broken(data: bytes, options: Any, device_id: int) -> tuple[Any, str]:
+    def broken(data: bytes, options: Any, device_id: int, *, tf32: bool) -> tuple[Any, str]:
         return _BrokenCudaSession(ort.InferenceSession(data, options, providers=[CPU])), ""
 
     monkeypatch.setattr(onnx_model, "_cuda_session", broken)
