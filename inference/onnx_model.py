@@ -30,6 +30,7 @@ CUDA: Final = "CUDAExecutionProvider"
 CPU: Final = "CPUExecutionProvider"
 
 _FLOAT_OUTPUTS = ("tensor(float)", "tensor(double)", "tensor(float16)")
+_FLOAT32_MAX: Final = float(np.finfo(np.float32).max)
 
 # Per device id, why CUDA failed to initialise in this process (missing libraries, no
 # device): that does not heal later, so `auto` stops retrying (and ORT's error spam) on reloads.
@@ -492,6 +493,9 @@ class OnnxModel:
         n = features.shape[0]
         if n == 0:
             return np.empty(0, dtype=np.float64)
+        # Saturate instead of overflowing: an aggregate beyond float32's range (a sum of
+        # huge amounts) would reach the model as inf and come out as a NaN score.
+        features = np.clip(features, -_FLOAT32_MAX, _FLOAT32_MAX)
         feeds = {
             name: np.ascontiguousarray(features[:, selection], dtype=np.float32)
             for name, selection in self._plan.inputs

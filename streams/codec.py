@@ -38,6 +38,9 @@ class DecodedBatch:
     sources: list[tuple[str, int, int]] = field(default_factory=list)
     keys: list[bytes | None] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
+    # the raw message values, so an event rejected after decoding (a feature-script error,
+    # a non-finite score) is dead-lettered unchanged like any other
+    values: list[bytes] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -51,7 +54,13 @@ class DecodedBatch:
             [self.sources[i] for i in keep],
             [self.keys[i] for i in keep],
             self.dead_letters,
+            [self.values[i] for i in keep],
         )
+
+    def dead_letter(self, i: int, reason: str, message: str) -> DeadLetter:
+        """Event `i` as a dead letter: its source, key and raw value, with why."""
+        topic, partition, offset = self.sources[i]
+        return DeadLetter(reason, message, topic, partition, offset, self.keys[i], self.values[i])
 
 
 def decode_batch(
@@ -83,6 +92,7 @@ def decode_batch(
         out.event_time_ms.append(time_ms)
         out.sources.append((topic, partition, offset))
         out.keys.append(msg.key())
+        out.values.append(value)
     return out
 
 

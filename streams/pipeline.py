@@ -27,7 +27,6 @@ from inference.adaptation import Adapter
 from inference.registry import ModelSwitch
 from streams.batch_consumer import BatchConsumer, MessageBatch
 from streams.codec import (
-    DeadLetter,
     DecodedBatch,
     Scored,
     decode_batch,
@@ -312,7 +311,20 @@ class Worker:
         onnx_scores = model.predict(features.values)
         self.metrics.stage.labels("inference").observe(time.perf_counter() - features_done)
         adapted = self._adapter.score(features.values, onnx_scores)
-        final = adapted.final
+        final, river = adapted.final, adapted.river
+        unscorable = ~np.isfinite(final)
+        if unscorable.any():
+            # A NaN score would be published as null: dead-letter those events instead. Their
+            # features stay applied, as for every event the store has seen.
+            bad = np.flatnonzero(unscorable)
+            log.warning("%d events got a non-finite score; dead-lettered", bad.size)
+            decoded = dead_letter_unscorable(decoded, bad, final, onnx_scores)
+            keep = ~unscorable
+            features = FeatureResult(
+                features.values[keep], features.late[keep], features.replayed[keep]
+            )
+            onnx_scores, final = onnx_scores[keep], final[keep]
+            river = None if river is None else river[keep]
         scored_at_ms = int(self._clock() * 1000)
         started = time.perf_counter()
         id_field = self.spec.event.id
@@ -320,8 +332,8 @@ class Worker:
             [str(r[id_field]) for r in decoded.records],
             features.values,
             {"onnx": onnx_scores, "final": final}
-            if adapted.river is None
-            else {"onnx": onnx_scores, "river": adapted.river, "final": final},
+            if river is None
+            else {"onnx": onnx_scores, "river": river, "final": final},
             model.version,
             adapted.version,
             decoded.event_time_ms,
@@ -331,7 +343,7 @@ class Worker:
             features=features.values,
             scores=final,
             onnx_scores=onnx_scores,
-            river_scores=adapted.river,
+            river_scores=river,
             decisions=final >= self.spec.model.threshold,
             late=features.late,
             replayed=features.replayed,
@@ -406,6 +418,23 @@ class Worker:
             self.stats.last_done = self.stats.last_done or time.time()
 
 
+def dead_letter_unscorable(
+    decoded: DecodedBatch, positions: np.ndarray, final: np.ndarray, onnx: np.ndarray
+) -> DecodedBatch:
+    """The batch without the events at `positions`, which become `score_not_finite` dead
+    letters (raw value and key, as for every dead letter)."""
+    dead = list(decoded.dead_letters)
+    for i in positions.tolist():
+        message = (
+            f"the score is {final[i]} (ONNX model output {onnx[i]}): the model or the "
+            "adaptation model gave no finite score for this event's features"
+        )
+        dead.append(decoded.dead_letter(i, "score_not_finite", message))
+    kept = decoded.without(set(positions.tolist()))
+    kept.dead_letters = dead
+    return kept
+
+
 def isolate_poison(
     store: FeatureStore, decoded: DecodedBatch
 ) -> tuple[FeatureResult, DecodedBatch]:
@@ -427,8 +456,7 @@ def isolate_poison(
             )
         except redis.ResponseError as exc:
             bad.add(i)
-            t, p, o = decoded.sources[i]
-            dead.append(DeadLetter("feature_error", str(exc), t, p, o, decoded.keys[i], None))
+            dead.append(decoded.dead_letter(i, "feature_error", str(exc)))
     kept = decoded.without(bad)
     kept.dead_letters = dead
     if not rows:

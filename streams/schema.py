@@ -120,6 +120,10 @@ class InvalidEvent(Exception):
         self.message = message
 
 
+# Models take float32: a larger value would reach them as inf (and its window aggregates
+# with it), so it is rejected at the door like NaN.
+FLOAT32_MAX = 3.4028234663852886e38
+
 # Exact types that need no further check (a float must also be finite): the common case
 # skips _type_error's isinstance chain; anything else (bool for int, subclasses, NaN) takes it.
 _EXACT_TYPES: dict[FieldType, frozenset[type]] = {
@@ -144,6 +148,11 @@ def _type_error(kind: FieldType, value: Any) -> str | None:
         return f"expected {kind.value}, got {type(value).__name__}"
     if isinstance(value, float) and not math.isfinite(value):
         return "non-finite number"
+    if kind is FieldType.FLOAT and not -FLOAT32_MAX <= value <= FLOAT32_MAX:
+        return (
+            f"non-finite as float32: {value!r} is beyond ±{FLOAT32_MAX:.4g}, the range of the "
+            "model's float32 inputs"
+        )
     return None
 
 
@@ -180,11 +189,11 @@ class EventValidator:
                     event[name] = default
                 continue
             t = type(value)
-            if t in exact and (t is not float or value - value == 0.0):  # finite float
-                continue
+            if t in exact and (t is not float or -FLOAT32_MAX <= value <= FLOAT32_MAX):
+                continue  # (a NaN fails both comparisons, ±inf one of them)
             problem = _type_error(kind, value)
             if problem is not None:
-                reason = "invalid_value" if problem == "non-finite number" else "invalid_type"
+                reason = "invalid_value" if problem.startswith("non-finite") else "invalid_type"
                 raise InvalidEvent(reason, f"field '{name}': {problem}")
         for entity in self._entities:
             if event[entity] == "":

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
+import onnx
 import orjson
 import pytest
 from confluent_kafka import Producer
+from onnx import TensorProto, helper
 
 from streams.topics import ensure_topics, read_topic
 from tests.integration.harness import make_spec, read_json, start_worker, synthetic
@@ -43,6 +46,7 @@ def hostile() -> list[tuple[str, bytes | None]]:
         ("oversized", ev(event_id="big", pad="x" * 10_000)),
         ("event_time_out_of_range", ev(event_id="past", event_time=NOW_MS - 400 * 86_400_000)),
         ("event_time_out_of_range", ev(event_id="future", event_time=NOW_MS + 86_400_000)),
+        ("invalid_value", ev(event_id="huge", amount=1e308)),  # inf as the model's float32
         ("empty", None),
     ]
 
@@ -83,3 +87,53 @@ def test_each_hostile_message_is_dead_lettered_and_good_events_are_scored(conn, 
         assert headers["streamfer.source.topic"].decode() == spec.topics.events
         assert headers["streamfer.source.partition"] == b"0"
     assert reasons == [reason for reason, _ in bad]
+
+
+def sqrt_of_column(path: Path, n_features: int, column: int) -> Path:
+    """A model whose score is sqrt(features[:, column]): NaN where that column is negative."""
+    graph = helper.make_graph(
+        [
+            helper.make_node("Gather", ["features", "column"], ["picked"], axis=1),
+            helper.make_node("Sqrt", ["picked"], ["score"]),
+        ],
+        "sqrt_of_column",
+        [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["n", n_features])],
+        [helper.make_tensor_value_info("score", TensorProto.FLOAT, ["n", 1])],
+        [helper.make_tensor("column", TensorProto.INT64, [1], [column])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    onnx.save(model, path)
+    return path
+
+
+def test_an_event_the_model_scores_nan_is_dead_lettered_not_published_as_null(
+    conn, unique, tmp_path
+):
+    probe = make_spec(unique, {"path": str(tmp_path / "m.onnx")}, partitions=1)
+    names = probe.features.names
+    path = sqrt_of_column(tmp_path / "m.onnx", len(names), names.index("card_last_amount"))
+    spec = make_spec(unique, {"path": str(path), "providers": "cpu"}, partitions=1)
+    ensure_topics(conn, spec)
+    good = synthetic(60, seed=11)
+    assert all(e["amount"] >= 0 for e in good)
+    negative = {**good[0], "event_id": "negative", "card_id": "fresh-card", "amount": -4.0}
+    payload = orjson.dumps(negative)
+    producer = Producer(conn.kafka_config())
+    for event in good[:30]:
+        producer.produce(spec.topics.events, orjson.dumps(event), b"k")
+    producer.produce(spec.topics.events, payload, b"neg")
+    for event in good[30:]:
+        producer.produce(spec.topics.events, orjson.dumps(event), b"k")
+    assert producer.flush(30) == 0
+
+    stats = start_worker(spec, conn, max_events=61, idle_exit_s=60).join()
+
+    assert (stats.events_in, stats.predictions, stats.dead_letters) == (61, 60, 1)
+    predictions = read_json(conn, spec.topics.predictions, expected=60)
+    assert sorted(p["event_id"] for p in predictions) == sorted(e["event_id"] for e in good)
+    assert all(p["score"] is not None for p in predictions)
+    (dead,) = read_topic(conn, spec.topics.dead_letter, expected=1, timeout_s=60)
+    headers = dict(dead.headers())
+    assert headers["streamfer.error.kind"] == b"score_not_finite"
+    assert b"the score is nan" in headers["streamfer.error.message"]
+    assert (dead.key(), dead.value()) == (b"neg", payload)

@@ -101,6 +101,22 @@ def test_huge_number_is_rejected_not_infinite():
     assert batch.dead_letters[0].reason in {"decode_error", "invalid_value"}
 
 
+@pytest.mark.parametrize("amount", [1e39, -1e308])
+def test_a_number_beyond_float32_is_rejected_as_the_model_would_see_inf(amount):
+    batch = decode(good(event_id="before"), good(amount=amount), good(event_id="after"))
+    assert [r["event_id"] for r in batch.records] == ["before", "after"]
+    (dead,) = batch.dead_letters
+    assert dead.reason == "invalid_value"
+    assert "field 'amount'" in dead.message and "float32" in dead.message
+    assert dead.value == good(amount=amount)  # the raw message, unchanged
+
+
+def test_the_largest_float32_is_accepted_and_raw_values_are_kept():
+    batch = decode(good(amount=3.4e38), good(amount=-3.4e38))
+    assert [r["amount"] for r in batch.records] == [3.4e38, -3.4e38]
+    assert batch.values == [good(amount=3.4e38), good(amount=-3.4e38)]
+
+
 def scored_for(n):
     return Scored(
         features=np.zeros((n, 2)),

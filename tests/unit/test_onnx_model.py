@@ -282,3 +282,13 @@ def test_auto_falls_back_to_cpu_when_the_cuda_warm_up_fails(
     np.testing.assert_allclose(model.predict(np.ones((1, 3))), [6.0])
     with pytest.raises(ModelProviderError, match="warm-up on CUDA failed"):
         load(path, providers="cuda")
+
+
+def test_features_beyond_float32_saturate_instead_of_giving_nan(tmp_path: Path) -> None:
+    """A window sum of huge amounts can exceed float32: the model sees ±max, not inf."""
+    model = load(matmul_model(tmp_path / "m.onnx", W), providers="cpu")
+    huge = np.array([[1e300, 0.0, 0.0], [-1e300, 0.0, 0.0], [1.0, 1.0, 1.0]])
+    scores = model.predict(huge)
+    assert np.isfinite(scores).all()
+    assert scores[2] == 6.0
+    assert scores[0] == pytest.approx(float(np.finfo(np.float32).max), rel=1e-6)

@@ -5,7 +5,7 @@ import redis
 
 from features.store import FeatureBatch, FeatureResult
 from streams.codec import DeadLetter, DecodedBatch
-from streams.pipeline import isolate_poison
+from streams.pipeline import dead_letter_unscorable, isolate_poison
 
 
 class OneBadEventStore:
@@ -35,6 +35,7 @@ def batch_of(*ids: str) -> DecodedBatch:
         sources=[("ev", 0, n + 1) for n in range(len(ids))],
         keys=[i.encode() for i in ids],
         dead_letters=[early],
+        values=[b'{"event_id": "%s"}' % i.encode() for i in ids],
     )
 
 
@@ -46,7 +47,7 @@ def test_the_bad_event_is_dead_lettered_and_the_others_are_scored():
     assert features.values.shape == (2, 1)
     assert [d.reason for d in kept.dead_letters] == ["decode_error", "feature_error"]
     poison = kept.dead_letters[1]
-    assert (poison.offset, poison.key) == (2, b"b")
+    assert (poison.offset, poison.key, poison.value) == (2, b"b", b'{"event_id": "b"}')
     assert "bad value" in poison.message
     assert store.calls == [["a"], ["b"], ["c"]]  # one event at a time
 
@@ -54,3 +55,21 @@ def test_the_bad_event_is_dead_lettered_and_the_others_are_scored():
 def test_a_batch_of_only_poison_yields_no_rows():
     features, kept = isolate_poison(OneBadEventStore("a"), batch_of("a"))
     assert kept.records == [] and features.values.shape == (0, 1)
+
+
+def test_events_with_a_non_finite_score_are_dead_lettered_with_their_raw_value():
+    batch = batch_of("a", "b", "c", "d")
+    final = np.array([0.2, np.nan, 0.9, np.inf])
+    onnx = np.array([0.2, np.nan, 0.9, 0.5])
+    kept = dead_letter_unscorable(batch, np.flatnonzero(~np.isfinite(final)), final, onnx)
+    assert [r["event_id"] for r in kept.records] == ["a", "c"]
+    assert kept.values == [b'{"event_id": "a"}', b'{"event_id": "c"}']
+    assert [d.reason for d in kept.dead_letters] == [
+        "decode_error",
+        "score_not_finite",
+        "score_not_finite",
+    ]
+    b, d = kept.dead_letters[1:]
+    assert (b.offset, b.key, b.value) == (2, b"b", b'{"event_id": "b"}')
+    assert "the score is nan" in b.message and "the score is inf" in d.message
+    assert len(batch.records) == 4  # the input batch is left as it was
