@@ -6,6 +6,12 @@ written with one EVALSHA (keys and values as arguments, one SET PX per key serve
 a redis-py pipeline of one SET per event cost ~40-50 µs of Python per event. Feature names
 are stored once per feature set (keyed by a hash of the names) instead of in every entry.
 
+An entry is packed, not JSON: a magic prefix, a small JSON header shared by the whole batch
+(feature set, score names, versions), then one little-endian float64 row: the features,
+the scores, the event time. Building it is a bytes slice and a concatenation per event
+(JSON cost ~6 µs of Python per event), and NaN survives the round trip. Entries written as
+JSON by earlier versions are still read, so a rolling upgrade loses no join.
+
 Key layout: `sf:{<ns>}:pl:<event_id>` and `sf:{<ns>}:featureset:<id>`. The hash tag is the
 namespace, so in Redis Cluster a batch's writes (and the learner's batched reads) go to one
 slot, one node, one round trip; spread namespaces across pipelines to spread load.
@@ -14,6 +20,7 @@ slot, one node, one round trip; spread namespaces across pipelines to spread loa
 from __future__ import annotations
 
 import hashlib
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +35,11 @@ local px = ARGV[1]
 for i = 1, #KEYS do redis.call('SET', KEYS[i], ARGV[i + 1], 'PX', px) end
 return #KEYS
 """
+
+
+# Starts with a NUL byte, which no JSON document (the earlier format) can.
+_MAGIC = b"\x00sfpl1"
+_HEADER_AT = len(_MAGIC) + 2  # after the magic: the header's length, uint16 little-endian
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,25 +85,23 @@ class PredictionLog:
             self._names_written = True
         if not event_ids:
             return
-        rows = features.tolist()
-        score_lists = {name: values.tolist() for name, values in scores.items()}
-        dumps = orjson.dumps
+        n, k = len(event_ids), len(self._names)
+        score_names = tuple(scores)
+        table = np.empty((n, k + len(score_names) + 1), dtype="<f8")
+        table[:, :k] = features
+        for j, name in enumerate(score_names):
+            table[:, k + j] = scores[name]
+        table[:, -1] = event_time_ms
+        header = orjson.dumps(
+            {"fs": self.feature_set, "s": score_names, "m": model_version, "a": adaptation_version}
+        )
+        if len(header) > 0xFFFF:
+            raise ValueError(f"prediction log header is {len(header)} bytes; versions too long?")
+        head = _MAGIC + len(header).to_bytes(2, "little") + header
+        packed, width = table.tobytes(), table.shape[1] * 8
         prefix = self._prefix
-        feature_set = self.feature_set
         keys = [prefix + event_id for event_id in event_ids]
-        values = [
-            dumps(
-                {
-                    "f": rows[i],
-                    "s": {name: column[i] for name, column in score_lists.items()},
-                    "fs": feature_set,
-                    "m": model_version,
-                    "a": adaptation_version,
-                    "t": event_time_ms[i],
-                }
-            )
-            for i in range(len(keys))
-        ]
+        values = [head + packed[i * width : (i + 1) * width] for i in range(n)]
         try:
             client.evalsha(self._sha, len(keys), *keys, self._horizon_ms, *values)
         except redis.exceptions.NoScriptError:  # script cache flushed (restart, failover)
@@ -102,25 +112,60 @@ class PredictionLog:
         """Batched lookup for the label join; None where the entry is missing or expired."""
         raw = self._client.mget([self._prefix + e for e in event_ids]) if event_ids else []
         names_cache: dict[str, tuple[str, ...]] = {self.feature_set: self._names}
+        headers: dict[bytes, dict[str, Any]] = {}
         out: list[LoggedPrediction | None] = []
         for event_id, blob in zip(event_ids, raw, strict=True):
             if blob is None:
                 out.append(None)
-                continue
-            entry: dict[str, Any] = orjson.loads(blob)
-            names = names_cache.get(entry["fs"])
-            if names is None:
-                stored = self._client.get(self._set_key.rsplit(":", 1)[0] + ":" + entry["fs"])
-                names = tuple(orjson.loads(stored)) if stored else ()
-                names_cache[entry["fs"]] = names
-            out.append(
-                LoggedPrediction(
-                    event_id,
-                    dict(zip(names, entry["f"], strict=False)),
-                    entry["s"],
-                    entry["m"],
-                    entry["a"],
-                    entry["t"],
-                )
-            )
+            elif blob.startswith(_MAGIC):
+                out.append(self._unpack(event_id, blob, headers, names_cache))
+            else:
+                out.append(self._from_json(event_id, orjson.loads(blob), names_cache))
         return out
+
+    def _names_of(self, feature_set: str, cache: dict[str, tuple[str, ...]]) -> tuple[str, ...]:
+        names = cache.get(feature_set)
+        if names is None:
+            stored = self._client.get(self._set_key.rsplit(":", 1)[0] + ":" + feature_set)
+            names = tuple(orjson.loads(stored)) if stored else ()
+            cache[feature_set] = names
+        return names
+
+    def _unpack(
+        self,
+        event_id: str,
+        blob: bytes,
+        headers: dict[bytes, dict[str, Any]],
+        names_cache: dict[str, tuple[str, ...]],
+    ) -> LoggedPrediction:
+        end = _HEADER_AT + int.from_bytes(blob[len(_MAGIC) : _HEADER_AT], "little")
+        raw_header = blob[_HEADER_AT:end]
+        header = headers.get(raw_header)
+        if header is None:
+            header = headers[raw_header] = orjson.loads(raw_header)
+        row = struct.unpack_from(f"<{(len(blob) - end) // 8}d", blob, end)
+        score_names = header["s"]
+        k = len(row) - len(score_names) - 1  # from the row itself: names may be unknown
+        names = self._names_of(header["fs"], names_cache)
+        return LoggedPrediction(
+            event_id,
+            dict(zip(names, row[:k], strict=False)),
+            dict(zip(score_names, row[k:-1], strict=True)),
+            header["m"],
+            header["a"],
+            int(row[-1]),
+        )
+
+    def _from_json(
+        self, event_id: str, entry: dict[str, Any], names_cache: dict[str, tuple[str, ...]]
+    ) -> LoggedPrediction:
+        """An entry in the JSON format of earlier versions (until their TTL runs out)."""
+        names = self._names_of(entry["fs"], names_cache)
+        return LoggedPrediction(
+            event_id,
+            dict(zip(names, entry["f"], strict=False)),
+            entry["s"],
+            entry["m"],
+            entry["a"],
+            entry["t"],
+        )
