@@ -8,6 +8,8 @@ BIN := $(VENV)/bin
 STREAMFER := $(BIN)/streamfer
 SPEC ?= examples/card-payments.yaml
 EVENTS ?= 20000
+# Payments of the demo's adaptation stage (the fraud pattern changes halfway); 0 skips it.
+DRIFT_EVENTS ?= 16000
 export STREAMFER_HOME ?= $(CURDIR)/.streamfer
 
 .PHONY: demo test install prerequisites lint format up down clean
@@ -47,7 +49,7 @@ down:
 # `exports=$$(…)` keeps streamfer up's exit status (`eval "$$(…)"` would hide a failure).
 demo: install prerequisites
 	@set -e; exports=$$($(STREAMFER) up); trap '$(STREAMFER) down' EXIT; eval "$$exports"; \
-	$(STREAMFER) demo -s $(SPEC) --events $(EVENTS)
+	$(STREAMFER) demo -s $(SPEC) --events $(EVENTS) --drift-events $(DRIFT_EVENTS)
 
 test: install prerequisites
 	@set -e; exports=$$($(STREAMFER) up); trap '$(STREAMFER) down' EXIT; eval "$$exports"; \

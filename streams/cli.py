@@ -298,15 +298,33 @@ def model_list(
 def demo(
     spec: SpecOpt = Path("examples/card-payments.yaml"),
     events: Annotated[int, typer.Option(help="synthetic events to push through")] = 20_000,
+    drift_events: Annotated[
+        int,
+        typer.Option(
+            help="payments of the adaptation stage (the fraud pattern changes halfway); 0 skips it"
+        ),
+    ] = 16_000,
+    adaptive_spec: Annotated[
+        Path, typer.Option(help="spec of the adaptation stage (adaptation on, labels topic)")
+    ] = Path("examples/card-payments-adaptive.yaml"),
     bootstrap: BootstrapOpt = None,
     redis_url: RedisOpt = None,
 ) -> None:
-    """The whole loop on the local stack: model, produce, score, read back, summarize."""
+    """The whole loop on the local stack: model, produce, score, read back, summarize; then
+    adaptation: a concept drift, delayed labels, the learner, River snapshots in the worker."""
     from streams.demo import run_demo
+    from streams.demo_adaptation import DemoError, check_adaptive, run_adaptation_demo
 
     _logging(False)
     with user_errors():
         pipeline = _spec(spec)
+        adaptive = None
+        if drift_events > 0:
+            adaptive = _spec(adaptive_spec)
+            try:
+                check_adaptive(adaptive, str(adaptive_spec), drift_events)
+            except DemoError as exc:
+                raise UserError(str(exc)) from None
         connections = Connections.from_env(bootstrap=bootstrap, redis_url=redis_url)
         _check_redis(connections)
         summary = run_demo(pipeline, connections, events, log=console)
@@ -316,6 +334,17 @@ def demo(
     out.print(table)
     if summary.get("events without a prediction", 0):
         raise typer.Exit(1)
+    if adaptive is None:
+        return
+    with user_errors():
+        try:
+            adapted = run_adaptation_demo(adaptive, connections, drift_events, log=console)
+        except DemoError as exc:
+            raise UserError(str(exc)) from None
+    table = Table(title="streamfer demo: adaptation", show_header=False)
+    for key, value in adapted.rows():
+        table.add_row(key, value)
+    out.print(table)
 
 
 def main() -> None:  # pragma: no cover

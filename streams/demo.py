@@ -1,5 +1,8 @@
 """`streamfer demo`: the whole slice on the local stack, with a summary a newcomer can read.
 
+Stage 1, throughput: synthetic card payments through one worker (features in Redis, ONNX),
+read back and summarized. Stage 2, adaptation, is `streams.demo_adaptation`.
+
 Each run gets its own topics, consumer group and Redis namespace (suffix = run id), so the
 numbers describe this run alone.
 """
@@ -83,3 +86,9 @@ def run_demo(
         "features": ", ".join(spec.features.names),
         "predictions topic": spec.topics.predictions,
     }
+
+
+# -- stage 2: adaptation across a concept drift ---------------------------------------------
+# The fraud pattern the ONNX model learned changes halfway through the stream; labels follow
+# their payments; the learner (`streamfer learn`, the real faust app, in its own process)
+# trains River on them and the worker scores with its signed snapshots.

@@ -20,7 +20,7 @@ import itertools
 import math
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -313,8 +313,15 @@ def produce_labelled(
     *,
     pace: float = 0.0,
     progress: ProgressReporter | None = None,
+    step: Callable[[int, int], None] | None = None,
+    step_every: int = 500,
 ) -> ReplayResult:
-    """Publish events and their delayed labels; `pace` > 0 limits rows per wall second."""
+    """Publish events and their delayed labels; `pace` > 0 limits rows per wall second.
+
+    `step(events, labels)` is called after every `step_every` events, once everything so
+    far was acknowledged: the demo waits there for the learner, so the loop stays in step
+    on a slow machine as on a fast one.
+    """
     if not spec.topics.labels:
         raise ReplayError("the spec names no labels topic: set topics.labels")
     producer, failures = checked_producer(connections, **{"linger.ms": 5})
@@ -344,6 +351,10 @@ def produce_labelled(
             producer.poll(0)
             if progress is not None:
                 progress.update(events)
+        if step is not None and kind == "event" and events % step_every == 0:
+            while producer.flush(10) > 0:
+                pass
+            step(events, labels)
     while producer.flush(10) > 0:
         pass
     if progress is not None:
@@ -412,13 +423,24 @@ def replay(
     label_delay: str = "1",
     pace: float = 0.0,
     progress: ProgressReporter | None = None,
+    step: Callable[[int, int], None] | None = None,
+    step_every: int = 500,
 ) -> ReplayResult:
     """Ensure the topics, then publish the rows' events and their delayed labels."""
     from streams.topics import ensure_topics
 
     delay = LabelDelay.parse(label_delay)
     ensure_topics(connections, spec)
-    return produce_labelled(connections, spec, rows, delay, pace=pace, progress=progress)
+    return produce_labelled(
+        connections,
+        spec,
+        rows,
+        delay,
+        pace=pace,
+        progress=progress,
+        step=step,
+        step_every=step_every,
+    )
 
 
 # -- commands (registered by streams.cli) --------------------------------------------------

@@ -137,6 +137,7 @@ class LearnerProcess:
                 "6",
             ],
             env=env,
+            cwd=spec_file.parent,  # faust's data folder lands there, not in the checkout
         )
 
     def status(self) -> dict[str, Any] | None:

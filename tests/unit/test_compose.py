@@ -351,3 +351,58 @@ def test_grafana_provisioning_matches_the_compose_mounts(compose: dict[str, Any]
     (datasource,) = _load_yaml(GRAFANA_DATASOURCE)["datasources"]
     url = urlparse(datasource["url"])
     assert url.hostname in services and url.port == 9090
+
+
+# --- the learner: same pipeline and signing key as the workers, scraped by Prometheus ----
+
+
+def _spec_of(service: dict[str, Any]) -> str:
+    args = _command(service)
+    return next(value for flag, value in itertools.pairwise(args) if flag in ("-s", "--spec"))
+
+
+def test_learner_learns_the_pipeline_the_workers_score(compose: dict[str, Any], cli: Any) -> None:
+    services = compose["services"]
+    assert "learner" in services, "docker-compose.yml has no learner service"
+    sub, _rest = _subcommand(cli, _command(services["learner"]))
+    assert sub.name == "learn"
+    spec = _spec_of(services["learner"])
+    assert spec == _spec_of(services["worker"]), "learner and workers must run one spec"
+    assert _spec_of(services["producer"]) == spec, "the producer must feed that pipeline"
+    adaptation = _load_yaml(Path(_in_repo(spec))).get("adaptation", {})
+    assert adaptation.get("mode", "off") != "off", f"{spec} has adaptation off"
+    assert "--label-delay" in _command(services["producer"]), "no labels for the learner"
+    assert "scale" not in services["learner"].get("deploy", {}), "one learner per pipeline"
+
+
+def test_learner_and_workers_share_the_snapshot_key_from_the_environment(
+    compose: dict[str, Any],
+) -> None:
+    services = compose["services"]
+    keys = {
+        name: services[name].get("environment", {}).get("STREAMFER_SNAPSHOT_KEY")
+        for name in ("learner", "worker")
+    }
+    assert keys["learner"] is not None, "the learner gets no STREAMFER_SNAPSHOT_KEY"
+    assert keys["learner"] == keys["worker"], f"different keys: {keys}"
+    # interpolated from the host's environment and required: never a literal in the file
+    assert re.fullmatch(r"\$\{STREAMFER_SNAPSHOT_KEY:\?[^}]+\}", keys["learner"]), keys
+
+
+def test_prometheus_scrapes_the_learner_on_its_web_port(compose: dict[str, Any], cli: Any) -> None:
+    learner = compose["services"]["learner"]
+    sub, rest = _subcommand(cli, _command(learner))
+    params = _parse(sub, rest)
+    assert params[_param_name(sub, "--web-host")] == "0.0.0.0", (
+        "the learner must listen beyond its own loopback for Prometheus to reach it"
+    )
+    port = params[_param_name(sub, "--web-port")]
+    assert str(port) in [str(p) for p in learner.get("expose", [])]
+    config = _load_yaml(PROMETHEUS_CONFIG)
+    targets = [
+        (job.get("metrics_path", "/metrics"), target)
+        for job in config["scrape_configs"]
+        for static in job.get("static_configs", [])
+        for target in static["targets"]
+    ]
+    assert ("/metrics", f"learner:{port}") in targets, f"no job scrapes learner:{port}/metrics"
