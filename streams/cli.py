@@ -314,6 +314,7 @@ def demo(
     adaptation: a concept drift, delayed labels, the learner, River snapshots in the worker."""
     from streams.demo import run_demo
     from streams.demo_adaptation import DemoError, check_adaptive, run_adaptation_demo
+    from streams.learner_process import LearnerProcessError
 
     _logging(False)
     with user_errors():
@@ -323,7 +324,7 @@ def demo(
             adaptive = _spec(adaptive_spec)
             try:
                 check_adaptive(adaptive, str(adaptive_spec), drift_events)
-            except DemoError as exc:
+            except (DemoError, LearnerProcessError) as exc:
                 raise UserError(str(exc)) from None
         connections = Connections.from_env(bootstrap=bootstrap, redis_url=redis_url)
         _check_redis(connections)
@@ -339,7 +340,7 @@ def demo(
     with user_errors():
         try:
             adapted = run_adaptation_demo(adaptive, connections, drift_events, log=console)
-        except DemoError as exc:
+        except (DemoError, LearnerProcessError) as exc:
             raise UserError(str(exc)) from None
     table = Table(title="streamfer demo: adaptation", show_header=False)
     for key, value in adapted.rows():

@@ -10,15 +10,11 @@ from __future__ import annotations
 
 import os
 import secrets
-import socket
-import subprocess
-import sys
 import tempfile
 import threading
 import time
-import urllib.request
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +28,7 @@ from rich.console import Console
 from inference.adaptation import SNAPSHOT_KEY_ENV, AdaptationMode, AdaptationTask
 from streams.demo import for_run
 from streams.demo_model import build_demo_model
+from streams.learner_process import LearnerProcess
 from streams.pipeline import RunStats, Worker
 from streams.replay import card_payment_rows, replay
 from streams.spec import Connections, PipelineSpec
@@ -226,82 +223,6 @@ def snapshot_key() -> Iterator[bool]:
         os.environ.pop(SNAPSHOT_KEY_ENV, None)
 
 
-class LearnerProcess:
-    """`streamfer learn` in its own process, watched through its status view."""
-
-    def __init__(self, spec_file: Path, connections: Connections, workdir: Path) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = int(s.getsockname()[1])
-        self.log_file = workdir / "learner.log"
-        env = {
-            **os.environ,
-            "STREAMFER_BOOTSTRAP": connections.bootstrap,
-            "STREAMFER_REDIS_URL": connections.redis_url,
-        }
-        with self.log_file.open("wb") as log_out:
-            # cwd: faust keeps its data folder there, not in the caller's checkout.
-            # --idle-exit: a learner orphaned by a killed demo stops on its own.
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "streams",
-                    "learn",
-                    "-s",
-                    str(spec_file),
-                    "--web-port",
-                    str(self.port),
-                    "--idle-exit",
-                    "120",
-                ],
-                env=env,
-                cwd=workdir,
-                stdout=log_out,
-                stderr=subprocess.STDOUT,
-            )
-
-    def status(self) -> dict[str, Any] | None:
-        try:
-            url = f"http://127.0.0.1:{self.port}/adaptation/"
-            with urllib.request.urlopen(url, timeout=5) as response:
-                return dict(orjson.loads(response.read()))
-        except OSError:
-            return None
-
-    def wait(
-        self, predicate: Callable[[dict[str, Any]], bool], timeout_s: float, what: str
-    ) -> dict[str, Any]:
-        """Poll the status view until `predicate` holds; the learner's log on failure."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            if self.proc.poll() is not None:
-                raise DemoError(f"the learner exited ({self.proc.returncode}):\n{self.log_tail()}")
-            status = self.status()
-            if status is not None and predicate(status):
-                return status
-            if time.monotonic() > deadline:
-                raise DemoError(
-                    f"timed out after {timeout_s:.0f}s waiting for {what}; last learner status: "
-                    f"{status}\n{self.log_tail()}"
-                )
-            time.sleep(0.2)
-
-    def log_tail(self, lines: int = 20) -> str:
-        text = self.log_file.read_text(errors="replace").splitlines()
-        return "\n".join(text[-lines:])
-
-    def stop(self) -> None:
-        """SIGTERM: the learner publishes a last snapshot and leaves its group."""
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-
-
 def check_adaptive(spec: PipelineSpec, source: str, n_events: int) -> None:
     """The adaptation stage needs labels, adaptation on, the features the fraud rule reads,
     and enough payments for a before and an after."""
@@ -358,7 +279,8 @@ def run_adaptation_demo(
         spec_file = workdir / "spec.yaml"
         spec_file.write_text(yaml.safe_dump(spec.model_dump(mode="json", exclude_unset=True)))
         log.print("starting the learner (`streamfer learn`, a faust-streaming app)…")
-        learner = LearnerProcess(spec_file, connections, workdir)
+        # --idle-exit: a learner orphaned by a killed demo stops on its own.
+        learner = LearnerProcess(spec_file, connections, workdir, args=("--idle-exit", "120"))
         worker_thread: WorkerThread | None = None
         try:
             learner.wait(lambda s: True, 120, "the learner's web view")

@@ -32,9 +32,9 @@ from streams.topics import ensure_topics
 from tests.integration.harness import read_json, start_worker
 from tests.integration.test_learner import (
     SNAPSHOT_KEY,
-    LearnerProcess,
     produce_labels,
     setup_pipeline,
+    start_learner,
 )
 
 pytestmark = pytest.mark.integration
@@ -70,7 +70,7 @@ def test_abrupt_drift_final_catches_up_with_river_and_alerts(
     spec, spec_file, rows = setup_pipeline(tmp_path, unique, N_ROWS, DRIFT_AT, TRAIN_ROWS)
     ensure_topics(conn, spec)
     replayed = rows[TRAIN_ROWS:]
-    learner = LearnerProcess(spec_file, conn)
+    learner = start_learner(spec_file, conn)
     worker = start_worker(spec, conn)
     try:
         learner.wait(lambda s: True, 60, "the learner's web view")

@@ -10,14 +10,7 @@ worker) are shared with test_adaptation_drift.py.
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -36,6 +29,7 @@ from inference.adaptation import (
     river_predict,
 )
 from inference.onnx_model import ModelRef, OnnxModel
+from streams.learner_process import LearnerProcess
 from streams.prediction_log import PredictionLog
 from streams.producing import produce_events
 from streams.replay import (
@@ -107,72 +101,15 @@ def adaptation_spec(
     }
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class LearnerProcess:
-    """`python -m streams.learner` as an OS process (it is killed with SIGKILL)."""
-
-    def __init__(self, spec_file: Path, conn: Connections) -> None:
-        self.port = free_port()
-        env = {
-            **os.environ,
-            "STREAMFER_BOOTSTRAP": conn.bootstrap,
-            "STREAMFER_REDIS_URL": conn.redis_url,
-            "STREAMFER_SNAPSHOT_KEY": SNAPSHOT_KEY,
-        }
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "streams.learner",
-                "-s",
-                str(spec_file),
-                "--web-port",
-                str(self.port),
-                "--session-timeout",
-                "6",
-            ],
-            env=env,
-            cwd=spec_file.parent,  # faust's data folder lands there, not in the checkout
-        )
-
-    def status(self) -> dict[str, Any] | None:
-        try:
-            url = f"http://127.0.0.1:{self.port}/adaptation/"
-            with urllib.request.urlopen(url, timeout=5) as response:
-                return dict(json.loads(response.read()))
-        except OSError:
-            return None
-
-    def wait(
-        self, predicate: Callable[[dict[str, Any]], bool], timeout_s: float, what: str
-    ) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            code = self.proc.poll()
-            assert code is None, f"learner exited ({code}) before {what}"
-            status = self.status()
-            if status is not None and predicate(status):
-                return status
-            time.sleep(0.2)
-        raise AssertionError(f"timed out waiting for {what}; last status {self.status()}")
-
-    def kill(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(30)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+def start_learner(spec_file: Path, conn: Connections) -> LearnerProcess:
+    """The learner as an OS process (it is killed with SIGKILL), with the tests' key."""
+    return LearnerProcess(
+        spec_file,
+        conn,
+        spec_file.parent,
+        args=("--session-timeout", "6"),
+        env={"STREAMFER_SNAPSHOT_KEY": SNAPSHOT_KEY},
+    )
 
 
 class ScoringLoop:
@@ -264,7 +201,7 @@ def test_learner_sigkill_restart_loses_no_label_and_continues_from_snapshot(
     client = redis.Redis.from_url(conn.redis_url)
     store = SnapshotStore(client, spec.namespace, SNAPSHOT_KEY.encode())
 
-    learner = LearnerProcess(spec_file, conn)
+    learner = start_learner(spec_file, conn)
     try:
         learner.wait(lambda s: True, 60, "the learner's web view")
         produce_labels(conn, spec, rows[:2000])
@@ -278,7 +215,7 @@ def test_learner_sigkill_restart_loses_no_label_and_continues_from_snapshot(
         learner.stop()
 
     produce_labels(conn, spec, rows[2000:])  # arrive while no learner runs
-    learner = LearnerProcess(spec_file, conn)
+    learner = start_learner(spec_file, conn)
     try:
         status = learner.wait(
             lambda s: s["labels_seen"] >= n and s["pending"] == 0, 120, "every label learned"
@@ -329,7 +266,7 @@ def test_learner_started_before_its_topics_exist_co_partitions_the_changelog(
     spec, spec_file, rows = setup_pipeline(tmp_path, unique, 400, 400, 100)
     assert spec.topics.labels and spec.topics.partitions == 2
     ScoringLoop(spec, conn, alert=lambda a: None).score(rows)
-    learner = LearnerProcess(spec_file, conn)
+    learner = start_learner(spec_file, conn)
     try:
         learner.wait(lambda s: True, 60, "the learner's web view")
         produce_labels(conn, spec, rows)

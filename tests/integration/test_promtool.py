@@ -21,10 +21,10 @@ from streams.spec import Connections
 from tests.integration.harness import make_spec, produce, start_worker, synthetic, wait_for
 from tests.integration.test_learner import (
     SNAPSHOT_KEY,
-    LearnerProcess,
     ScoringLoop,
     produce_labels,
     setup_pipeline,
+    start_learner,
 )
 
 pytestmark = pytest.mark.integration
@@ -71,7 +71,7 @@ def test_learner_metrics_pass_promtool(
     # An abrupt drift at row 800 of 1500, so the drift counter gets its labelled series.
     spec, spec_file, rows = setup_pipeline(tmp_path, unique, 1500, 800, 300)
     ScoringLoop(spec, conn, alert=lambda a: None).score(rows)
-    learner = LearnerProcess(spec_file, conn)
+    learner = start_learner(spec_file, conn)
     try:
         learner.wait(lambda s: True, 60, "the learner's web view")
         produce_labels(conn, spec, rows)
