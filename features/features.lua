@@ -7,11 +7,12 @@ features/semantics.py and features/reference.py, written the same way: the same 
 bucket arithmetic and the same float operations in the same order, so both stores read
 bit-identical numbers.
 
-Per batch: each entity's state (one cmsgpack string: watermark, and per aggregation a flat
-array of its buckets, see slot()) is read once with GET, changed in Lua tables, trimmed to
-the retention floor and written back once with SET PX; count_distinct buckets are real
-HyperLogLog keys (PFADD/PFCOUNT). Per event Lua keeps a cached "window minus own bucket"
-per aggregation, so a busy entity costs O(1) per event, not O(buckets). Returns {rows, flags}: rows is n*k
+Per batch: each entity's state (one cmsgpack string: watermark, per aggregation a flat
+array of its buckets, see slot(), and per count_distinct the window its union key holds,
+see distinct()) is read once with GET, changed in Lua tables, trimmed to the retention
+floor and written back once with SET PX; count_distinct buckets are real HyperLogLog keys
+(PFADD/PFCOUNT). Per event Lua keeps a cached "window minus own bucket" per aggregation,
+so a busy entity costs O(1) per event, not O(buckets). Returns {rows, flags}: rows is n*k
 little-endian float64 (Lua numbers returned as replies would be truncated to integers),
 flags one byte per event (1 = late, 2 = replayed).
 ]]
@@ -47,9 +48,10 @@ local function escape(v)
   return v
 end
 
--- loaded[f][value] = { tag, st = { w = watermark, a = { [agg id] = state } }, dirty,
---                      ver = count_distinct register versions, cache = last estimate,
---                      hk = HLL key prefixes, union = batch-local window unions,
+-- loaded[f][value] = { tag, st = { w = watermark, a = { [agg id] = state },
+--                      u = { [agg id] = count_distinct window union, see distinct() } },
+--                      dirty, ver = count_distinct register versions, cache = last
+--                      estimate, hk = HLL key prefixes, bk = last bucket HLL key,
 --                      prefix = per aggregation, its window without the newest bucket }
 local loaded = {}
 for f = 1, n_ents do loaded[f] = {} end
@@ -61,23 +63,20 @@ local function entity(f, v)
   local blob = call('GET', tag .. ':s')
   local st
   if blob then st = cmsgpack.unpack(blob) else st = { a = {} } end
+  if st.u == nil then st.u = {} end
   local a = st.a
   local ids = ents[f].aggs
   for j = 1, #ids do
     local id = aggs[ids[j]].id
     if a[id] == nil then a[id] = {} end
   end
-  e = { tag = tag, st = st, dirty = false, ver = {}, cache = {}, hk = {}, union = {},
+  e = { tag = tag, st = st, dirty = false, ver = {}, cache = {}, hk = {}, bk = {},
     prefix = {}, ttl = ents[f].ttl }
   loaded[f][v] = e
   return e
 end
 
-local touched = {} -- HLL key -> ttl, PEXPIREd once at the end
-local unions = {} -- batch-local union HLL keys, deleted at the end
--- A dense HLL with all registers 0, in Redis's documented layout: "HYLL", encoding 0
--- (dense), 3 unused bytes, 8 bytes of cached cardinality, 16384 6-bit registers.
-local EMPTY_DENSE_HLL = 'HYLL' .. string.rep('\0', 4 + 8 + 12288)
+local touched = {} -- key -> ttl, PEXPIREd once at the end
 
 -- A windowed aggregation's state is one flat array, compact for cmsgpack and read through
 -- Lua's array part: s[1] is the first bucket held (b0), then `w` values per bucket for
@@ -141,6 +140,26 @@ local function trim(s, w, lo, dropped)
   if #s < 2 then s[1] = nil else s[1] = b0 + keep end
 end
 
+-- count_distinct reads PFCOUNT over the window's bucket HLLs. PFCOUNT of many keys merges
+-- them all (16384 registers) on every call, so an entity whose newest window holds two or
+-- more buckets keeps that window's union across batches: the key :h:<id>:u, described in
+-- the state as u = { first, last, false }, kept in step by PFADDing every member that grows
+-- a bucket of that window to it as well, and rebuilt (PFMERGE) only when the window moves
+-- on, i.e. once per bucket. A merge costs about one multi-key PFCOUNT, so it is made only
+-- when a window is read a second time (u = { first, last, PENDING } after the first): an
+-- entity seen once per bucket keeps reading its buckets directly. Same registers, same
+-- estimate. Other windows (late and out-of-order events) read their buckets directly.
+local PENDING = 0.5 -- never a bucket number
+
+-- The HLL key of bucket b; a busy entity asks for the same one event after event.
+local function bucket_key(e, id, hk, b)
+  local last = e.bk[id]
+  if last and last[1] == b then return last[2] end
+  local key = hk .. fmt('%d', b)
+  e.bk[id] = { b, key }
+  return key
+end
+
 local function distinct(a, s, e, ap, i, b, start)
   local id = a.id
   local hk = e.hk[id]
@@ -148,25 +167,34 @@ local function distinct(a, s, e, ap, i, b, start)
     hk = e.tag .. ':h:' .. id .. ':'
     e.hk[id] = hk
   end
-  local u = e.union[id]
+  local unions = e.st.u
+  local u = unions[id]
   local m = D[a.dis][i]
   if ap and m ~= null then
-    local key = hk .. fmt('%d', b)
+    local key = bucket_key(e, id, hk, b)
     if call('PFADD', key, m) == 1 then
       e.ver[id] = (e.ver[id] or 0) + 1
-      -- A register of the bucket grew; the union over its window must grow with it.
-      if u and b >= u[1] and b <= u[2] then call('PFADD', u[3], m) end
+      -- A register of a bucket in the union's window grew: so must the union's.
+      if u and u[3] == false and b >= u[1] and b <= u[2] then
+        call('PFADD', hk .. 'u', m)
+        touched[hk .. 'u'] = e.ttl
+      end
     end
     s[slot(s, 1, b)] = 1
     touched[key] = e.ttl
   end
-  -- Same window and no register changed since the last read: same estimate.
+  -- Same window and no register changed since the last read: same estimate. A window
+  -- PENDING its merge is merged all the same, so the state does not depend on where the
+  -- stream was cut into batches (a rebuild writes the very same state).
   local ver = e.ver[id] or 0
   local c = e.cache[id]
-  if c and c[1] == start and c[2] == b and c[3] == ver then return c[4] end
+  if c and c[1] == start and c[2] == b and c[3] == ver
+    and not (u and u[3] == PENDING and u[1] == start and u[2] == b) then
+    return c[4]
+  end
   local v
-  if u and u[1] == start and u[2] == b then
-    v = call('PFCOUNT', u[3])
+  if u and u[1] == start and u[2] == b and u[3] == false then
+    v = call('PFCOUNT', hk .. 'u')
   else
     local keys = {}
     local first, last = span(s, 1, start, b)
@@ -176,19 +204,22 @@ local function distinct(a, s, e, ap, i, b, start)
     end
     if #keys == 0 then
       v = 0
-    elseif #keys == 1 or not (c and c[1] == start and c[2] == b) then
+    elseif #keys == 1 then
+      v = call('PFCOUNT', keys[1])
+    elseif u == nil or b > u[2] or (b == u[2] and start < u[1]) then
+      -- A newer window than the union's (or a wider one ending at the same bucket, which
+      -- is what applied events read): the union's next window, once read again.
+      unions[id] = { start, b, PENDING }
       v = call('PFCOUNT', unpack(keys))
-    else
-      -- The same window read again after a change (a busy entity): PFCOUNT over many
-      -- keys merges them all every time, so merge once into a batch-local union and
-      -- keep it updated. Seeded dense, so PFMERGE writes registers directly (a sparse
-      -- destination is rewritten per register). Same registers, same estimate.
+    elseif u[1] == start and u[2] == b then -- PENDING, read again: merge
       local ukey = hk .. 'u'
-      call('SET', ukey, EMPTY_DENSE_HLL, 'PX', 60000)
+      call('DEL', ukey)
       call('PFMERGE', ukey, unpack(keys))
-      e.union[id] = { start, b, ukey }
-      unions[#unions + 1] = ukey
+      touched[ukey] = e.ttl
+      unions[id] = { start, b, false }
       v = call('PFCOUNT', ukey)
+    else
+      v = call('PFCOUNT', unpack(keys))
     end
   end
   if c then
@@ -236,8 +267,25 @@ local function window_prefix(kind, s, w, start, b, p)
       if s[j] then v1, v2 = s[j], s[j + 1] end
     end
   end
-  p[1], p[2], p[3], p[4] = start, b, v1, v2
+  p[1], p[2], p[3], p[4], p[5] = start, b, v1, v2, nil
   return p
+end
+
+-- The index of the event's own bucket b in s (nil when s does not reach it); `make` grows
+-- s to hold it. Kept in the window's prefix as p[5]: s is reshaped only by slot() for an
+-- event of this aggregation, whose own window then replaced the prefix, so while the
+-- prefix matches, so does the index, and a busy entity skips slot() and span().
+local function own(s, w, b, p, make)
+  local j = p[5]
+  if j then return j end
+  if make then
+    j = slot(s, w, b)
+  else
+    local first, last = span(s, w, b, b)
+    if first <= last then j = first end
+  end
+  p[5] = j
+  return j
 end
 
 local function windowed(a, s, e, t, ap, wm, i)
@@ -265,13 +313,8 @@ local function windowed(a, s, e, t, ap, wm, i)
   -- j: the event's own bucket, if held (or made, when the event applies)
   local j
   if kind == 'count' then
-    if ap then
-      j = slot(s, 1, b)
-      s[j] = (s[j] or 0) + 1
-    else
-      local first, last = span(s, 1, b, b)
-      if first <= last then j = first end
-    end
+    j = own(s, 1, b, p, ap)
+    if ap then s[j] = (s[j] or 0) + 1 end
     local v = j and s[j]
     if v then return p[3] + v end
     return p[3]
@@ -280,12 +323,7 @@ local function windowed(a, s, e, t, ap, wm, i)
   if kind ~= 'seconds_since_last' then x = X[a.num][i] end
   local applies = ap and x ~= null
   if kind == 'seconds_since_last' then applies = ap end
-  if applies then
-    j = slot(s, w, b)
-  else
-    local first, last = span(s, w, b, b)
-    if first <= last then j = first end
-  end
+  j = own(s, w, b, p, applies)
   local v = j and s[j]
   if kind == 'sum' then
     if applies then
@@ -465,11 +503,13 @@ end
 -- Write back: trim each changed entity to its retention floor, then one SET per entity.
 for f = 1, n_ents do
   local ids = ents[f].aggs
+  local ttl = ents[f].ttl
   for _, e in pairs(loaded[f]) do
     if e.dirty then
       local st = e.st
       local wm = st.w
-      local kept = {} -- only the spec's aggregations: state of removed ones is dropped
+      -- Only the spec's aggregations: state of removed ones is dropped.
+      local kept, unions = {}, {}
       for j = 1, #ids do
         local a = aggs[ids[j]]
         local s = st.a[a.id]
@@ -477,23 +517,39 @@ for f = 1, n_ents do
           local lo = floor(wm / a.B) - a.n - a.c
           local dropped
           if a.kind == 'count_distinct' then
+            local hk = e.tag .. ':h:' .. a.id .. ':'
             dropped = function(bb)
-              local key = e.tag .. ':h:' .. a.id .. ':' .. fmt('%d', bb)
+              local key = hk .. fmt('%d', bb)
               call('DEL', key)
               touched[key] = nil
+              local u = st.u[a.id]
+              if u and bb >= u[1] and bb <= u[2] then
+                st.u[a.id] = nil
+                if u[3] == false then
+                  call('DEL', hk .. 'u')
+                  touched[hk .. 'u'] = nil
+                end
+              end
             end
+            -- The union lives as long as the state that describes it.
+            local u = st.u[a.id]
+            if u and u[3] == false then touched[hk .. 'u'] = ttl end
           end
           trim(s, a.w, lo, dropped)
         end
         kept[a.id] = s
+        unions[a.id] = st.u[a.id]
       end
-      st.a = kept
-      call('SET', e.tag .. ':s', cmsgpack.pack(st), 'PX', ents[f].ttl)
+      -- A fresh table, filled in a fixed order: cmsgpack writes a map in Lua's iteration
+      -- order, which depends on the table's history, and a rebuild must write the same
+      -- bytes. Most entities have no union: no empty map to pack and unpack.
+      local out = { w = st.w, a = kept }
+      if next(unions) then out.u = unions end
+      call('SET', e.tag .. ':s', cmsgpack.pack(out), 'PX', ttl)
     end
   end
 end
 for key, ttl in pairs(touched) do call('PEXPIRE', key, ttl) end
-if #unions > 0 then call('DEL', unpack(unions)) end
 for _, part in pairs(parts) do
   if part.dirty then
     call('SET', part.tag .. ':hw', fmt('%d', part.hw), 'PX', cfg.hw_ttl)

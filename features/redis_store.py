@@ -10,13 +10,15 @@ tag, and each source partition has its own; `}` and `%` inside a tag are written
 
     sf:<ns>:{<entity field>=<value>}:s              string: cmsgpack of the entity's state:
         watermark and, per aggregation id, a flat array of its buckets (first bucket, then
-        the values of each bucket up to the newest) or the decayed S, W, T. PX = entity TTL.
+        the values of each bucket up to the newest) or the decayed S, W, T; per
+        count_distinct id, the window held by its :u key. PX = entity TTL.
     sf:<ns>:{<entity field>=<value>}:h:<agg id>:<bucket>
         HyperLogLog of one count_distinct bucket (PFADD, merged by PFCOUNT over the window);
         DEL'd once below the retention floor. PX = entity TTL.
     sf:<ns>:{<entity field>=<value>}:h:<agg id>:u
-        batch-local union of a busy entity's window (PFMERGE once, then PFADD/PFCOUNT);
-        deleted before the script returns (PX 60 s in case the script fails midway).
+        union of the entity's newest window of two or more buckets, once that window was
+        read twice (PFMERGE once per window, then PFADD/PFCOUNT), kept across batches; the
+        state says which window it holds. PX = entity TTL.
     sf:<ns>:{src=<topic>/<partition>}:hw            string: highest applied offset.
         PX = max(replay_ttl, longest entity TTL).
     sf:<ns>:{src=<topic>/<partition>}:r:<offset // 1024>
