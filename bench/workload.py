@@ -18,12 +18,13 @@ from typing import Any
 
 import redis
 import yaml
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from streams.producing import produce_events
 from streams.spec import Connections, load_spec, parse_spec
 from streams.synthetic import CardPayments
+from streams.topics import create_topics
 
 log = logging.getLogger(__name__)
 
@@ -130,13 +131,7 @@ class Footprint:
             for n in names
         ]
         self.topics.update(t.topic for t in wanted)
-        admin = self.admin()  # must outlive the futures
-        for name, future in admin.create_topics(wanted, operation_timeout=30).items():
-            try:
-                future.result()
-            except KafkaException as exc:
-                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                    raise RuntimeError(f"could not create topic {name}: {exc}") from None
+        create_topics(self.admin(), wanted)
 
     def release_topics(self, names: Iterable[str] | None = None) -> None:
         """Delete the named topics (default: all of ours, and those with our prefixes)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
@@ -40,9 +41,15 @@ def ensure_topics(
         for n in names
         if n not in existing
     ]
+    create_topics(admin, wanted)
+
+
+def create_topics(admin: AdminClient, wanted: Sequence[NewTopic]) -> None:
+    """Create `wanted`, waiting for each; one that already exists (a concurrent creator,
+    the broker's auto-create) is fine, any other failure is raised with the topic's name."""
     if not wanted:
         return
-    for name, future in admin.create_topics(wanted, operation_timeout=30).items():
+    for name, future in admin.create_topics(list(wanted), operation_timeout=30).items():
         try:
             future.result()
         except KafkaException as exc:

@@ -11,6 +11,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
@@ -64,6 +65,16 @@ def redis_url(request: pytest.FixtureRequest) -> str:
         return url
     services: Services = request.getfixturevalue("services")
     return services.redis_url
+
+
+@pytest.fixture
+def client(redis_url: str) -> Iterator[Any]:
+    """A redis-py client of the test Redis, closed after the test."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
 
 
 @pytest.fixture(scope="session")

@@ -376,13 +376,6 @@ def test_namespaces_are_isolated(open_: OpenStore) -> None:
 # -- Redis specifics -----------------------------------------------------------------------
 
 
-@pytest.fixture
-def client(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
-    yield client
-    client.close()
-
-
 @pytest.mark.integration
 def test_redis_state_survives_reopening_the_store(client: redis.Redis, unique: str) -> None:
     RedisFeatureStore(SPEC, client, unique).update_and_read(FeatureBatch([ev(T0)[1]], [T0]))

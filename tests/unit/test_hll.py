@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 import uuid
-from collections.abc import Iterator
 
 import pytest
 import redis
@@ -49,13 +48,6 @@ def test_member_bytes_are_the_text_redis_py_sends() -> None:
     assert member_bytes(123) == b"123"
     assert member_bytes("é") == "é".encode()
     assert member_bytes(1.5) == b"1.5"
-
-
-@pytest.fixture
-def client(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
-    yield client
-    client.close()
 
 
 @pytest.mark.integration
