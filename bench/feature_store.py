@@ -2,7 +2,7 @@
 
 The feature script is the pipeline's limiting stage, and a drain mixes it with Kafka, the
 model and the prediction log. This isolates it: the demo spec's features, card payments
-from `streams.synthetic.CardPayments` (sources as the drain sees them: keyed by card over
+from `streams.workloads.synthetic.CardPayments` (sources as the drain sees them: keyed by card over
 4 partitions), cut into fixed batches and fed through `RedisFeatureStore` once per version
 per round, each run in a fresh namespace, versions alternating which goes first. Per run:
 events/s of `update_and_read` (Python encode + EVALSHA + decode), Redis CPU per event
@@ -38,7 +38,7 @@ from features.redis_store import RedisFeatureStore
 from features.spec import FeatureSpec
 from features.store import FeatureBatch, FeatureResult, Source
 from streams.spec import load_spec
-from streams.synthetic import CardPayments
+from streams.workloads.synthetic import CardPayments
 
 SCRIPT_PATH = "features/features.lua"
 

@@ -23,7 +23,7 @@ import numpy as np
 import orjson
 from confluent_kafka import Consumer, Producer
 
-from streams.synthetic import CardPayments
+from streams.workloads.synthetic import CardPayments
 
 PERCENTILES = (50.0, 90.0, 99.0, 99.9)
 TEMPLATES = 20_000  # distinct payments cycled through (Zipf cards and merchants kept)

@@ -241,7 +241,7 @@ def _r(value: float | None) -> str:
 
 
 def _kafka_version() -> str:
-    from streams.stack import StackConfig
+    from streams.stack.local import StackConfig
 
     return StackConfig.from_env().kafka_version
 

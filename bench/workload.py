@@ -21,10 +21,10 @@ import yaml
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from streams.producing import produce_events
+from streams.ops.topics import create_topics
 from streams.spec import Connections, load_spec, parse_spec
-from streams.synthetic import CardPayments
-from streams.topics import create_topics
+from streams.workloads.producing import produce_events
+from streams.workloads.synthetic import CardPayments
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def ensure_model(model_dir: Path) -> Path:
             log.warning("the checked-out demo model does not fit the spec (%s): rebuilding", exc)
     built = model_dir / "card-fraud.onnx"
     if not built.exists():
-        from streams.demo_model import build_demo_model
+        from streams.workloads.demo_model import build_demo_model
 
         raw = demo_spec_dict()
         raw["model"]["path"] = str(built)

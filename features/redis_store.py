@@ -46,12 +46,9 @@ import numpy as np
 import orjson
 import redis
 
-from features.reference import RECORD_CHUNK
+from features.semantics import FLAG_LATE, FLAG_REPLAYED, RECORD_CHUNK
 from features.spec import Aggregation, FeatureSpec
 from features.store import FeatureBatch, FeatureResult
-
-_FLAG_LATE = 1
-_FLAG_REPLAYED = 2
 
 
 def _tag_text(text: str) -> str:
@@ -158,8 +155,8 @@ class RedisFeatureStore:
         flag = np.frombuffer(flags, dtype=np.uint8)
         return FeatureResult(
             values=values,
-            late=(flag & _FLAG_LATE) != 0,
-            replayed=(flag & _FLAG_REPLAYED) != 0,
+            late=(flag & FLAG_LATE) != 0,
+            replayed=(flag & FLAG_REPLAYED) != 0,
         )
 
     def close(self) -> None:

@@ -27,10 +27,10 @@ import numpy as np
 
 from features import semantics
 from features.hll import HyperLogLog, count_union, member_bytes
+from features.semantics import RECORD_CHUNK
 from features.spec import Aggregation, FeatureSpec
 from features.store import FeatureBatch, FeatureResult, Source
 
-RECORD_CHUNK = 1024
 """Offsets per replay-record chunk; a chunk expires replay_ttl after its last write."""
 
 

@@ -10,6 +10,13 @@ as Lua's `math.floor(t / b)` does (exact for |t| < 2^52).
 
 from __future__ import annotations
 
+# Replay records (what each source offset was first scored with) are kept per chunk of
+# this many offsets, so one hash per chunk expires as a whole (docs/architecture.md).
+RECORD_CHUNK = 1024
+# The flag byte after each event's row in a store's reply.
+FLAG_LATE = 1
+FLAG_REPLAYED = 2
+
 
 def bucket_of(t_ms: int, bucket_ms: int) -> int:
     """The bucket (tile) holding event time `t_ms`: `floor(t / bucket)`."""

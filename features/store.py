@@ -1,9 +1,8 @@
 """The feature store contract: a batch of events in, one float64 matrix (plus flags) out.
 
-`open_store(spec, url)` picks the implementation by URL scheme: "memory://" gives the pure
-in-process `ReferenceFeatureStore`, "redis://" / "rediss://" / "unix://" the
-`RedisFeatureStore`; either way wrapped in a `Featurizer`, so the columns are all of
-`FeatureSpec.names` (aggregations, then transforms).
+Implementations: `ReferenceFeatureStore` (pure Python, `features/reference.py`) and
+`RedisFeatureStore` (`features/redis_store.py`); `features.backends.open_store` picks one
+by URL.
 """
 
 from __future__ import annotations
@@ -13,8 +12,6 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
-
-from features.spec import FeatureSpec
 
 Source = tuple[str, int, int]
 """(topic, partition, offset) of one event: the key of idempotent replay."""
@@ -67,28 +64,3 @@ class FeatureStore(Protocol):
     def close(self) -> None:
         """Release connections; the store is not used afterwards."""
         ...
-
-
-def open_store(spec: FeatureSpec, url: str, namespace: str = "default") -> FeatureStore:
-    """The feature store for a URL ("memory://" or "redis://…"), returning all spec columns.
-
-    `namespace` prefixes every Redis key, so pipelines (or tests) sharing a server never
-    see each other's state.
-    """
-    from features.featurizer import Featurizer
-
-    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
-    if scheme == "memory":
-        from features.reference import ReferenceFeatureStore
-
-        return Featurizer(spec, ReferenceFeatureStore(spec))
-    if scheme in ("redis", "rediss", "unix"):
-        import redis
-
-        from features.redis_store import RedisFeatureStore
-
-        client = redis.Redis.from_url(url)
-        return Featurizer(spec, RedisFeatureStore(spec, client, namespace, owns_client=True))
-    raise ValueError(
-        f"feature store URL {url!r} not understood: use 'memory://' or 'redis://host:port/db'"
-    )

@@ -18,7 +18,7 @@ from features.duration import DurationMs
 from features.spec import FeatureSpec
 from inference.adaptation import AdaptationSpec as Adaptation
 from inference.spec import ModelSpec
-from streams.schema import EventSchema
+from streams.events.schema import EventSchema
 
 
 class SpecError(Exception):

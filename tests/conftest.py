@@ -11,6 +11,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -40,7 +41,7 @@ def services() -> Iterator[Services]:
         _reachable(found)
         yield found
         return
-    from streams.stack import LocalStack, StackConfig
+    from streams.stack.local import LocalStack, StackConfig
 
     stack = LocalStack(StackConfig.from_env())
     was_up = stack.status().running
@@ -86,3 +87,22 @@ def bootstrap(services: Services) -> str:
 def unique() -> str:
     """A short unique token for topic names and Redis key namespaces of one test."""
     return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture(scope="session")
+def conn(services: Services) -> Any:
+    """The services as the project's `Connections` (integration and end-to-end tests)."""
+    from streams.spec import Connections
+
+    return Connections(bootstrap=services.bootstrap, redis_url=services.redis_url)
+
+
+@pytest.fixture(scope="session")
+def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo network for the test spec, trained once per session (no download)."""
+    from streams.workloads.demo_model import build_demo_model
+    from tests.integration.harness import make_spec
+
+    path = tmp_path_factory.mktemp("model") / "card-fraud.onnx"
+    spec = make_spec("model", {"path": str(path)})
+    return build_demo_model(spec, n_events=4000)

@@ -2,7 +2,7 @@
 
 Same consumer and producer settings as a streamfer worker (batch consume of
 `batching.max_size` within `batching.max_wait`, the producer defaults of
-`streams.delivery`), and the same at-least-once protocol: a batch's offsets are stored only
+`streams.worker.delivery`), and the same at-least-once protocol: a batch's offsets are stored only
 once the broker acknowledged its records, that wait overlapped with the next batch. No
 features, no model: what is left is the cost of moving JSON through Kafka in Python.
 """
@@ -16,8 +16,8 @@ import orjson
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
 from bench.systems.common import Report, RunnerConfig, stop_on_signals
-from streams.delivery import _PRODUCER_DEFAULTS  # the very settings the worker uses
 from streams.spec import load_spec
+from streams.worker.delivery import _PRODUCER_DEFAULTS  # the very settings the worker uses
 
 
 def main(config_path: str) -> None:

@@ -1,7 +1,7 @@
 """The benchmark job as a Quix Streams or Faust user would write it, library calls included.
 
 Same work as a streamfer worker, per the demo spec: validate the event against the spec's
-schema (`streams.schema.EventValidator`), compute its features in Redis with the same
+schema (`streams.events.schema.EventValidator`), compute its features in Redis with the same
 library a user would call (`features.store.open_store` → `Featurizer` over
 `RedisFeatureStore`: one `features.lua` call per `score()` call, same state, same replay
 records per (topic, partition, offset)), score with the same ONNX file through a plain
@@ -21,8 +21,9 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from features.store import FeatureBatch, open_store
-from streams.schema import EventValidator, InvalidEvent
+from features.backends import open_store
+from features.store import FeatureBatch
+from streams.events.schema import EventValidator, InvalidEvent
 from streams.spec import PipelineSpec
 
 Source = tuple[str, int, int]

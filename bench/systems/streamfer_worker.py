@@ -1,4 +1,4 @@
-"""streamfer as benchmarked: one `streams.pipeline.Worker` per process, as `streamfer run`.
+"""streamfer as benchmarked: one `streams.worker.pipeline.Worker` per process, as `streamfer run`.
 
 `streamfer run --workers N` starts N processes that each build a `Worker` and call `run()`;
 this runner does the same, plus two things the harness needs: it waits paused in the
@@ -42,8 +42,8 @@ def main(config_path: str) -> None:
     config = RunnerConfig.load(config_path)
     if config.patch:
         runpy.run_path(config.patch, run_name="bench_patch")
-    from streams.pipeline import Worker
     from streams.spec import Connections, load_spec
+    from streams.worker.pipeline import Worker
 
     spec = load_spec(config.spec_path)
     stop = stop_on_signals()

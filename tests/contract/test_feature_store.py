@@ -19,10 +19,11 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from features.backends import open_store
 from features.redis_store import RedisFeatureStore
 from features.reference import ReferenceFeatureStore
 from features.spec import FeatureSpec
-from features.store import FeatureBatch, FeatureResult, FeatureStore, Source, open_store
+from features.store import FeatureBatch, FeatureResult, FeatureStore, Source
 
 S = 1_000
 MIN = 60 * S

@@ -22,12 +22,13 @@ from typing import Any
 import orjson
 import yaml
 
-from features.store import FeatureBatch, open_store
-from streams.pipeline import RunStats, Worker
-from streams.producing import produce_events
+from features.backends import open_store
+from features.store import FeatureBatch
+from streams.ops.topics import ensure_topics, read_topic
 from streams.spec import Connections, PipelineSpec, parse_spec
-from streams.synthetic import CardPayments
-from streams.topics import ensure_topics, read_topic
+from streams.worker.pipeline import RunStats, Worker
+from streams.workloads.producing import produce_events
+from streams.workloads.synthetic import CardPayments
 
 FEATURES = {
     "lateness": "10m",

@@ -22,13 +22,13 @@ from inference.adaptation import (
     SnapshotStore,
 )
 from inference.prequential import WindowMetrics
-from streams.learner import merged_windows
-from streams.pipeline import AlertSink
-from streams.producing import produce_events
-from streams.replay import feature_matrix
-from streams.report import build_report, plot_report, read_table
+from streams.learner.app import merged_windows
+from streams.learner.report import build_report, plot_report, read_table
+from streams.ops.topics import ensure_topics
 from streams.spec import Connections
-from streams.topics import ensure_topics
+from streams.worker.alerts import AlertSink
+from streams.workloads.producing import produce_events
+from streams.workloads.replay import feature_matrix
 from tests.integration.harness import read_json, start_worker
 from tests.integration.test_learner import (
     SNAPSHOT_KEY,

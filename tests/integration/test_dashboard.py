@@ -22,7 +22,7 @@ from confluent_kafka import Producer
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
 from inference.onnx_model import ModelRef
-from streams.dashboard import (
+from streams.ops.dashboard.server import (
     DashboardConfig,
     DashboardThread,
     Scrape,
@@ -30,9 +30,9 @@ from streams.dashboard import (
     interval_between,
     parse_metrics,
 )
+from streams.ops.topics import ensure_topics
 from streams.spec import Connections, PipelineSpec
-from streams.synthetic import CardPayments
-from streams.topics import ensure_topics
+from streams.workloads.synthetic import CardPayments
 from tests.integration.harness import make_spec, start_worker
 
 CHROMIUM = "/usr/bin/chromium"

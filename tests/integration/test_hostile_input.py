@@ -11,7 +11,7 @@ import pytest
 from confluent_kafka import Producer
 from onnx import TensorProto, helper
 
-from streams.topics import ensure_topics, read_topic
+from streams.ops.topics import ensure_topics, read_topic
 from tests.integration.harness import make_spec, read_json, start_worker, synthetic
 
 pytestmark = pytest.mark.integration

@@ -9,10 +9,9 @@ import shutil
 import numpy as np
 import pytest
 
-from inference.demo_model import export_onnx, train_mlp
 from inference.onnx_model import OnnxModel
 from inference.registry import ModelRegistry
-from streams.demo_model import training_set
+from streams.workloads.demo_model import export_onnx, train_mlp, training_set
 from tests.integration.harness import (
     make_spec,
     prediction_counts,

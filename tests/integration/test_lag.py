@@ -9,7 +9,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 from typer.testing import CliRunner
 
-from streams.lag import lag_command
+from streams.cli.ops import lag
 
 pytestmark = pytest.mark.integration
 
@@ -17,7 +17,7 @@ pytestmark = pytest.mark.integration
 def cli() -> typer.Typer:
     """`streamfer lag` as the lead registers it (a one-command app takes no name)."""
     app = typer.Typer()
-    app.command("lag")(lag_command)
+    app.command("lag")(lag)
     return app
 
 

@@ -29,17 +29,17 @@ from inference.adaptation import (
     river_predict,
 )
 from inference.onnx_model import ModelRef, OnnxModel
-from streams.learner_process import LearnerProcess
-from streams.prediction_log import PredictionLog
-from streams.producing import produce_events
-from streams.replay import (
+from streams.learner.process import LearnerProcess
+from streams.spec import Connections, PipelineSpec, parse_spec
+from streams.worker.prediction_log import PredictionLog
+from streams.workloads.producing import produce_events
+from streams.workloads.replay import (
     LabelledRow,
     feature_matrix,
     hyperplane_drift_rows,
     label_record,
     train_prefix_model,
 )
-from streams.spec import Connections, PipelineSpec, parse_spec
 
 pytestmark = pytest.mark.integration
 

@@ -8,8 +8,8 @@ import orjson
 import pytest
 import redis
 
-from streams.prediction_log import PredictionLog
 from streams.spec import Connections
+from streams.worker.prediction_log import PredictionLog
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,8 @@ import redis
 import typer
 from typer.testing import CliRunner
 
-from streams.rebuild import RebuildError, rebuild_command, rebuild_state, wipe_feature_state
+from streams.cli.ops import rebuild
+from streams.ops.rebuild import RebuildError, rebuild_state, wipe_feature_state
 from streams.spec import load_spec
 from tests.integration.harness import (
     assert_features_exact,
@@ -37,7 +38,7 @@ def feature_state(client: redis.Redis, namespace: str) -> dict[bytes, object]:
 def cli() -> typer.Typer:
     """`streamfer rebuild` as the lead registers it (a one-command app takes no name)."""
     app = typer.Typer()
-    app.command("rebuild")(rebuild_command)
+    app.command("rebuild")(rebuild)
     return app
 
 

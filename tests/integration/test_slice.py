@@ -9,7 +9,7 @@ import pytest
 import redis
 
 from inference.onnx_model import ModelRef
-from streams.prediction_log import PredictionLog
+from streams.worker.prediction_log import PredictionLog
 from tests.integration.harness import (
     assert_features_exact,
     make_spec,

@@ -13,7 +13,7 @@ import pytest
 import redis
 from confluent_kafka import Consumer, Producer
 
-from streams.stack import LocalStack, StackConfig
+from streams.stack.local import LocalStack, StackConfig
 
 pytestmark = pytest.mark.integration
 

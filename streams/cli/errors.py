@@ -1,0 +1,67 @@
+"""How a command reports what the user can fix: one red line, exit status 2, no traceback."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import typer
+from rich.console import Console
+
+# Human output goes to stderr; what scripts read (exports, summaries, JSON) to stdout.
+err = Console(stderr=True)
+out = Console()
+
+
+class UserError(Exception):
+    """Something the user can fix; printed without a traceback."""
+
+
+def _user_error_types() -> tuple[type[BaseException], ...]:
+    # Imported here so `streamfer --help` does not load onnxruntime, River and faust.
+    from inference.adaptation import SnapshotKeyMissing
+    from inference.onnx_model import ModelLoadError
+    from streams.learner.app import LearnerError
+    from streams.learner.process import LearnerProcessError
+    from streams.ops.lag import LagReadError
+    from streams.ops.rebuild import RebuildError
+    from streams.ops.topics import BrokerUnreachable
+    from streams.spec import SpecError
+    from streams.stack.local import StackError
+    from streams.workloads.demo_adaptation import DemoError
+    from streams.workloads.replay import ReplayError
+
+    return (
+        SpecError,
+        UserError,
+        BrokerUnreachable,
+        StackError,
+        ModelLoadError,
+        SnapshotKeyMissing,
+        LearnerError,
+        LearnerProcessError,
+        LagReadError,
+        RebuildError,
+        ReplayError,
+        DemoError,
+    )
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn the errors a user can cause into one line on stderr and exit status 2."""
+    try:
+        yield
+    except Exception as exc:
+        if not isinstance(exc, _user_error_types()):
+            raise
+        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+
+
+def setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )

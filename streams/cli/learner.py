@@ -1,0 +1,117 @@
+"""`streamfer learn` (the faust-streaming learner) and `streamfer report`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import orjson
+import typer
+
+from streams.cli.errors import err, out, setup_logging, user_errors
+from streams.cli.options import BootstrapOpt, RedisOpt, SpecOpt, VerboseOpt
+
+
+def learn(
+    spec: SpecOpt,
+    web_host: Annotated[str, typer.Option(help="bind address of the web views")] = "127.0.0.1",
+    web_port: Annotated[int, typer.Option(help="port of /adaptation/ and /metrics")] = 6066,
+    idle_exit: Annotated[
+        float | None, typer.Option(help="stop after this many seconds without labels")
+    ] = None,
+    session_timeout: Annotated[
+        float,
+        typer.Option(
+            help="session timeout (s) of the app's group: a restart after a crash "
+            "gets its table back once the dead member's session expired"
+        ),
+    ] = 10.0,
+    bootstrap: BootstrapOpt = None,
+    redis_url: RedisOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Learn from delayed labels (River, online), publish signed snapshots, watch for drift."""
+    import redis
+
+    from streams.learner.app import Learner, LearnerOptions
+    from streams.spec import Connections, load_spec
+
+    setup_logging(verbose)
+    with user_errors():
+        pipeline = load_spec(spec)
+        connections = Connections.from_env(bootstrap=bootstrap, redis_url=redis_url)
+        try:
+            learner = Learner(
+                pipeline,
+                connections,
+                LearnerOptions(
+                    web_host=web_host,
+                    web_port=web_port,
+                    idle_exit_s=idle_exit,
+                    session_timeout_s=session_timeout,
+                    loglevel="info" if verbose else "warning",
+                ),
+            )
+            err.print(
+                f"learning from '{pipeline.topics.labels}' "
+                f"(mode {learner.adaptation.mode.value}); web views on "
+                f"http://{web_host}:{web_port}/adaptation/"
+                + (
+                    f"; continuing from snapshot {learner.resumed_from}"
+                    if learner.resumed_from
+                    else ""
+                )
+            )
+            learner.run()
+        except redis.ConnectionError as exc:
+            err.print(
+                f"[bold red]error:[/] no Redis answered ({exc}): start it or set "
+                "STREAMFER_REDIS_URL",
+                highlight=False,
+            )
+            raise typer.Exit(2) from None
+
+
+def report(
+    spec: SpecOpt,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="PNG path (default: <name>-report.png)")
+    ] = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="also write the rows as JSON here")
+    ] = None,
+    bootstrap: BootstrapOpt = None,
+) -> None:
+    """Prequential metrics over time (ONNX, River, final): a table and a PNG plot."""
+    from streams.learner.report import (
+        build_report,
+        changelog_topic,
+        plot_report,
+        print_report,
+        read_table,
+    )
+    from streams.spec import Connections, load_spec
+
+    with user_errors():
+        pipeline = load_spec(spec)
+        items = read_table(Connections.from_env(bootstrap=bootstrap), pipeline)
+    if not items:
+        err.print(
+            f"no prequential metrics yet for '{pipeline.name}' (topic "
+            f"{changelog_topic(pipeline)} is missing or empty): run `streamfer learn` first"
+        )
+        raise typer.Exit(1)
+    adaptation = pipeline.adaptation
+    rows = build_report(items, adaptation.task.value)
+    title = f"{pipeline.name}: prequential metrics ({adaptation.mode.value} mode)"
+    print_report(rows, out, title)
+    png = plot_report(rows, output or Path(f"{pipeline.name}-report.png"), title)
+    err.print(f"plot written to {png}")
+    if json_out is not None:
+        json_out.write_bytes(orjson.dumps(rows, option=orjson.OPT_INDENT_2))
+        err.print(f"rows written to {json_out}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(learn)
+    app.command()(report)

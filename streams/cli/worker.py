@@ -1,0 +1,71 @@
+"""`streamfer run`: the workers of a pipeline."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from streams.cli.errors import UserError, err, setup_logging, user_errors
+from streams.cli.options import BootstrapOpt, RedisOpt, SpecOpt, VerboseOpt
+
+if TYPE_CHECKING:
+    from streams.spec import Connections
+
+
+def check_redis(connections: Connections) -> None:
+    """Fail early, naming the fix, when no Redis answers (the URL's password is not shown)."""
+    import redis
+
+    try:
+        redis.Redis.from_url(connections.redis_url, socket_timeout=5).ping()
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        raise UserError(
+            f"no Redis answered at {connections.redis_url} ({exc}). Start the local stack with "
+            "`streamfer up`, or set STREAMFER_REDIS_URL."
+        ) from None
+
+
+def run(
+    spec: SpecOpt,
+    workers: Annotated[int, typer.Option(min=1, help="worker processes in one consumer group")] = 1,
+    eos: Annotated[bool, typer.Option("--eos", help="exactly-once (Kafka transactions)")] = False,
+    metrics_host: Annotated[str | None, typer.Option(help="bind address of /metrics")] = None,
+    metrics_port: Annotated[int | None, typer.Option(help="port of /metrics (0: any free)")] = None,
+    max_events: Annotated[int | None, typer.Option(help="stop after this many events")] = None,
+    idle_exit: Annotated[
+        float | None, typer.Option(help="stop after this many idle seconds")
+    ] = None,
+    bootstrap: BootstrapOpt = None,
+    redis_url: RedisOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Consume events in micro-batches, compute features, score, publish predictions."""
+    from streams.ops.topics import ensure_topics
+    from streams.spec import Connections, load_spec
+    from streams.worker.supervisor import WorkerOptions, run_workers
+
+    setup_logging(verbose)
+    with user_errors():
+        pipeline = load_spec(spec)
+        connections = Connections.from_env(bootstrap=bootstrap, redis_url=redis_url)
+        check_redis(connections)
+        ensure_topics(connections, pipeline)
+        options = WorkerOptions(
+            exactly_once=True if eos else None,
+            metrics_host=metrics_host,
+            metrics_port=metrics_port,
+            max_events=max_events,
+            idle_exit_s=idle_exit,
+        )
+        result = run_workers(spec, connections, options, workers)
+    if isinstance(result, int):
+        raise typer.Exit(result)
+    err.print(
+        f"{result.events_in} events, {result.predictions} predictions, "
+        f"{result.dead_letters} dead letters, {result.events_per_s:,.0f} events/s"
+    )
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(run)

@@ -1,0 +1,248 @@
+"""How a scored batch leaves the worker: at-least-once or exactly-once.
+
+Both strategies produce the batch's predictions, dead letters (and optional feature
+records) and decide when its source offsets count as done:
+
+* `AtLeastOnceOutput`: offsets are stored only after the broker acknowledged everything
+  the batch produced. The wait for those acks is overlapped with the next batch: batch N
+  is produced, batch N+1 is consumed and scored, then `flush()` confirms N (usually
+  already acknowledged) and N's offsets are stored before N+1 is produced.
+* `TransactionalOutput`: one Kafka transaction per batch, with the consumer offsets sent
+  inside it (`send_offsets_to_transaction`), so a read_committed reader sees each
+  prediction exactly once. A batch whose transaction aborts raises `BatchAborted`; the
+  pipeline rewinds and scores it again (the feature store answers replays from records,
+  so state is not double-counted).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
+
+from streams.events.dead_letters import DeadLetter, dead_letter_headers
+from streams.worker.consumer import BatchConsumer, MessageBatch
+from streams.worker.metrics import WorkerMetrics
+
+log = logging.getLogger(__name__)
+
+
+class DeliveryFailed(Exception):
+    """The broker refused records for good; offsets were not stored, so they replay."""
+
+
+class BatchAborted(Exception):
+    """The batch's transaction was aborted; consume the batch again."""
+
+
+@dataclass(slots=True)
+class OutputBatch:
+    source: MessageBatch
+    predictions: list[tuple[bytes | None, bytes]] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    feature_records: list[tuple[bytes | None, bytes]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class OutputTopics:
+    predictions: str
+    dead_letter: str
+    features: str | None = None
+
+
+class Output(Protocol):
+    def send(self, batch: OutputBatch) -> None: ...
+    def idle(self) -> None: ...
+    def drain(self) -> None: ...
+    def on_revoke(self, partitions: list[TopicPartition]) -> None: ...
+    def on_lost(self, partitions: list[TopicPartition]) -> None: ...
+    def close(self) -> None: ...
+
+
+_PRODUCER_DEFAULTS: dict[str, Any] = {
+    "linger.ms": 5,
+    "batch.num.messages": 10000,
+    "compression.type": "lz4",
+    "acks": "all",
+    "enable.idempotence": True,
+    "queue.buffering.max.messages": 500_000,
+    # Only failures call back into Python: no per-message work for the happy path.
+    "delivery.report.only.error": True,
+}
+
+
+def _produce_all(producer: Producer, topics: OutputTopics, batch: OutputBatch) -> None:
+    produce = producer.produce
+    topic = topics.predictions
+    for key, value in batch.predictions:
+        while True:
+            try:
+                produce(topic, value, key)
+                break
+            except BufferError:  # local queue full: let librdkafka send, then go on
+                producer.poll(0.05)
+    for dead in batch.dead_letters:
+        producer.produce(
+            topics.dead_letter, dead.value, dead.key, headers=dead_letter_headers(dead)
+        )
+    if topics.features:
+        for key, value in batch.feature_records:
+            producer.produce(topics.features, value, key)
+    producer.poll(0)
+
+
+class AtLeastOnceOutput:
+    def __init__(
+        self,
+        producer_config: dict[str, Any],
+        consumer: BatchConsumer,
+        topics: OutputTopics,
+        metrics: WorkerMetrics,
+    ) -> None:
+        self._failures: list[str] = []
+        self._producer = Producer(
+            {**_PRODUCER_DEFAULTS, **producer_config, "on_delivery": self._on_delivery_error}
+        )
+        self._consumer = consumer
+        self._topics = topics
+        self._metrics = metrics
+        self._pending: OutputBatch | None = None
+
+    def _on_delivery_error(self, err: KafkaError | None, msg: Any) -> None:
+        if err is not None:
+            self._failures.append(f"{msg.topic()}: {err}")
+
+    def _confirm_pending(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return
+        while self._producer.flush(10.0) > 0:
+            log.warning("waiting for the broker to acknowledge %d records", len(self._producer))
+        if self._failures:
+            failures, self._failures = self._failures, []
+            raise DeliveryFailed(f"{len(failures)} records not delivered, e.g. {failures[0]}")
+        self._consumer.store_offsets(pending.source.next_offsets())
+        self._metrics.predictions_out.inc(len(pending.predictions))
+
+    def send(self, batch: OutputBatch) -> None:
+        self._confirm_pending()
+        _produce_all(self._producer, self._topics, batch)
+        self._pending = batch
+
+    def idle(self) -> None:
+        """No new batch came: confirm the last one now, so its offsets don't wait for one."""
+        self._confirm_pending()
+
+    def drain(self) -> None:
+        """Confirm what is in flight and commit the stored offsets now."""
+        self._confirm_pending()
+        self._consumer.commit()
+
+    def on_revoke(self, partitions: list[TopicPartition]) -> None:
+        # The partitions are still ours here: finish their batch and commit it, so the
+        # next owner starts exactly after it.
+        self.drain()
+
+    def on_lost(self, partitions: list[TopicPartition]) -> None:
+        # Ownership is already gone: offsets can't be committed; the new owner replays.
+        self._producer.flush(10.0)
+        self._pending = None
+
+    def close(self) -> None:
+        self._producer.flush(30.0)
+
+
+class TransactionalOutput:
+    def __init__(
+        self,
+        producer_config: dict[str, Any],
+        transactional_id: str,
+        consumer: BatchConsumer,
+        topics: OutputTopics,
+        metrics: WorkerMetrics,
+        *,
+        timeout_s: float = 30.0,
+    ) -> None:
+        self._config = {
+            **_PRODUCER_DEFAULTS,
+            **producer_config,
+            "transactional.id": transactional_id,
+            "delivery.report.only.error": True,
+        }
+        self._consumer = consumer
+        self._topics = topics
+        self._metrics = metrics
+        self._timeout_s = timeout_s
+        self._in_transaction = False
+        self._producer = self._new_producer()
+
+    def _new_producer(self) -> Producer:
+        producer = Producer(self._config)
+        # Fences any zombie with the same transactional.id and aborts its open transaction.
+        producer.init_transactions(self._timeout_s)
+        return producer
+
+    def send(self, batch: OutputBatch) -> None:
+        offsets = [TopicPartition(t, p, o) for (t, p), o in batch.source.next_offsets().items()]
+        try:
+            self._producer.begin_transaction()
+            self._in_transaction = True
+            _produce_all(self._producer, self._topics, batch)
+            self._producer.send_offsets_to_transaction(
+                offsets, self._consumer.raw.consumer_group_metadata(), self._timeout_s
+            )
+            self._commit()
+        except KafkaException as exc:
+            self._recover(exc.args[0])
+            raise BatchAborted(str(exc.args[0])) from None
+        self._metrics.predictions_out.inc(len(batch.predictions))
+
+    def _commit(self) -> None:
+        deadline = time.monotonic() + self._timeout_s * 4
+        while True:
+            try:
+                self._producer.commit_transaction(self._timeout_s)
+                self._in_transaction = False
+                return
+            except KafkaException as exc:
+                err = exc.args[0]
+                if err.retriable() and time.monotonic() < deadline:
+                    continue
+                raise
+
+    def _recover(self, err: KafkaError) -> None:
+        log.warning("transaction failed (%s); aborting the batch", err)
+        if err.fatal():
+            self._producer = self._new_producer()
+        else:
+            try:
+                self._producer.abort_transaction(self._timeout_s)
+            except KafkaException as abort_exc:
+                log.warning("abort failed (%s); recreating the producer", abort_exc)
+                self._producer = self._new_producer()
+        self._in_transaction = False
+
+    def idle(self) -> None:
+        """Each batch commits inside send(); nothing waits for the next one."""
+
+    def drain(self) -> None:
+        """Each batch commits inside send(); nothing is left in flight between batches."""
+
+    def on_revoke(self, partitions: list[TopicPartition]) -> None:
+        # Rebalance callbacks run inside consume(), and send() always ends its transaction
+        # before the next consume(), so a transaction is open here only if send() died
+        # half-way; it can't be committed without the batch, so abort it.
+        if self._in_transaction:
+            self._producer.abort_transaction(self._timeout_s)
+            self._in_transaction = False
+
+    def on_lost(self, partitions: list[TopicPartition]) -> None:
+        self.on_revoke(partitions)
+
+    def close(self) -> None:
+        if self._in_transaction:
+            self._producer.abort_transaction(self._timeout_s)
+        self._producer.flush(30.0)
