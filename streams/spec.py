@@ -7,12 +7,13 @@ Connection settings and secrets never live in the file: they come from the envir
 from __future__ import annotations
 
 import os
+import re
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Self
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from features.duration import DurationMs
 from features.spec import FeatureSpec
@@ -85,8 +86,11 @@ class Metrics(_Frozen):
     port: int = Field(default=9108, ge=0, le=65535)
 
 
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
 class PipelineSpec(_Frozen):
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    name: str = Field(pattern=_NAME.pattern)
     topics: Topics
     event: EventSchema
     features: FeatureSpec
@@ -127,6 +131,27 @@ class PipelineSpec(_Frozen):
     def group(self) -> str:
         return self.delivery.group or self.name
 
+    def prefixed(self, prefix: str) -> PipelineSpec:
+        """The same pipeline under `<prefix>-<name>`: its topics, group and Redis namespace
+        prefixed too, so one spec can run twice side by side (`--name`)."""
+        if not _NAME.match(prefix):
+            raise SpecError(
+                f"--name {prefix!r} must start with a letter or digit and hold only letters, "
+                "digits, '.', '_' and '-'"
+            )
+        topics = {
+            key: f"{prefix}-{value}"
+            for key, value in self.topics.model_dump().items()
+            if isinstance(value, str)
+        }
+        update: dict[str, Any] = {
+            "name": f"{prefix}-{self.name}",
+            "topics": self.topics.model_copy(update=topics),
+            "delivery": self.delivery.model_copy(update={"group": f"{prefix}-{self.group}"}),
+            "redis_namespace": f"{prefix}-{self.namespace}",
+        }
+        return self.model_copy(update=update)
+
     @property
     def namespace(self) -> str:
         return self.redis_namespace or self.name
@@ -142,8 +167,11 @@ def _describe(error: Any) -> str:
     return f"  {where}: {message}"
 
 
-def load_spec(path: str | Path) -> PipelineSpec:
-    """Read and validate a spec file; relative model paths resolve against its folder."""
+def load_spec(path: str | Path, *, prefix: str | None = None) -> PipelineSpec:
+    """Read and validate a spec file; relative model paths resolve against its folder.
+
+    `prefix` (the CLI's `--name`) runs the pipeline as `<prefix>-<name>`: see `prefixed`.
+    """
     path = Path(path)
     try:
         raw = yaml.safe_load(path.read_text())
@@ -153,7 +181,8 @@ def load_spec(path: str | Path) -> PipelineSpec:
         raise SpecError(f"{path} is not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
         raise SpecError(f"{path} must hold a mapping of settings, not {type(raw).__name__}")
-    return parse_spec(raw, base=path.parent, source=str(path))
+    spec = parse_spec(raw, base=path.parent, source=str(path))
+    return spec.prefixed(prefix) if prefix else spec
 
 
 def parse_spec(
@@ -174,12 +203,24 @@ def parse_spec(
         raise SpecError(f"{source} has {exc.error_count()} problem(s):\n{lines}") from None
 
 
+SNAPSHOT_KEY_ENV = "STREAMFER_SNAPSHOT_KEY"
+
+
 class Connections(_Frozen):
-    """Where Kafka and Redis are; from the environment, never from the spec file."""
+    """Where Kafka and Redis are, and the secrets to use them; from the environment, never
+    from the spec file."""
 
     bootstrap: str = "127.0.0.1:9092"
     redis_url: str = "redis://127.0.0.1:6379/0"
     kafka: dict[str, str] = Field(default_factory=dict, description="extra librdkafka settings")
+    snapshot_key: SecretStr | None = Field(
+        default=None, description="HMAC key of adaptation snapshots (STREAMFER_SNAPSHOT_KEY)"
+    )
+
+    @property
+    def snapshot_secret(self) -> str | None:
+        """The snapshot key as text, or None when unset; checked where adaptation is on."""
+        return self.snapshot_key.get_secret_value() if self.snapshot_key is not None else None
 
     @classmethod
     def from_env(cls, *, bootstrap: str | None = None, redis_url: str | None = None) -> Connections:
@@ -196,6 +237,7 @@ class Connections(_Frozen):
             redis_url=redis_url
             or os.environ.get("STREAMFER_REDIS_URL", cls.model_fields["redis_url"].default),
             kafka=extra,
+            snapshot_key=os.environ.get(SNAPSHOT_KEY_ENV) or None,
         )
 
     def kafka_config(self, **settings: Any) -> dict[str, Any]:
