@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from inference.adaptation import build_river_component
+from inference.adaptation.river_build import build_river_component
 
 _STATS = ("estimation", "variance", "width", "n_detections", "total")
 

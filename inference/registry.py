@@ -28,13 +28,8 @@ from typing import Any
 
 import onnx
 
-from inference.onnx_model import (
-    ModelIntegrityError,
-    ModelLoadError,
-    ModelRef,
-    OnnxModel,
-    file_sha256,
-)
+from inference.model_ref import ModelIntegrityError, ModelLoadError, ModelRef, file_sha256
+from inference.onnx_model import OnnxModel
 from inference.spec import ModelSpec, check_model_name, check_version_selector
 
 __all__ = [

@@ -1,4 +1,4 @@
-"""The adaptation spec, River models from names (no eval), signing, and the Adapter's rules."""
+"""The adaptation spec, River models from names (no eval), signing, and the scoring rules."""
 
 from __future__ import annotations
 
@@ -7,25 +7,17 @@ from typing import Any
 import numpy as np
 import pytest
 
-from inference.adaptation import (
-    AdaptationMode,
-    AdaptationSpec,
-    AdaptationTask,
-    Adapter,
-    OnlineLearner,
+from inference.adaptation.learner import OnlineLearner
+from inference.adaptation.modes import AdaptationMode, AdaptationTask
+from inference.adaptation.river_build import (
     RiverSpecError,
-    SnapshotKeyMissing,
     build_river_component,
     build_river_model,
-    final_scores,
-    positive_proba,
     resolve_river,
-    river_predict,
-    sign,
-    snapshot_key_from_env,
-    supports_many,
-    verify,
 )
+from inference.adaptation.scoring import final_scores, positive_proba, river_predict, supports_many
+from inference.adaptation.snapshots import SnapshotKeyMissing, sign, snapshot_key, verify
+from inference.adaptation.spec import AdaptationSpec
 from streams.spec import SpecError, parse_spec
 from tests.integration.harness import spec_dict
 
@@ -132,25 +124,13 @@ def test_sign_and_verify_catch_any_change() -> None:
 
 
 def test_snapshot_key_is_required_with_a_clear_message() -> None:
-    with pytest.raises(SnapshotKeyMissing, match="STREAMFER_SNAPSHOT_KEY is not set"):
-        snapshot_key_from_env({})
+    for missing in (None, ""):
+        with pytest.raises(SnapshotKeyMissing, match="STREAMFER_SNAPSHOT_KEY is not set") as caught:
+            snapshot_key(missing)
+        assert "openssl rand" in str(caught.value) and "adaptation.mode: off" in str(caught.value)
     with pytest.raises(SnapshotKeyMissing, match="shorter than 16"):
-        snapshot_key_from_env({"STREAMFER_SNAPSHOT_KEY": "short"})
-    assert snapshot_key_from_env({"STREAMFER_SNAPSHOT_KEY": "s" * 16}) == b"s" * 16
-
-
-def test_adapter_refuses_to_open_without_a_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("STREAMFER_SNAPSHOT_KEY", raising=False)
-    with pytest.raises(SnapshotKeyMissing):
-        Adapter.open(adaptation(mode="stack"), None, "ns", NAMES, lambda a: None)  # type: ignore[arg-type]
-
-
-def test_adapter_off_passes_onnx_through() -> None:
-    adapter = Adapter.open(AdaptationSpec(), None, "ns", NAMES, lambda a: None)  # type: ignore[arg-type]
-    onnx = np.array([0.1, 0.9])
-    assert adapter.poll() is None
-    scored = adapter.score(np.zeros((2, 3)), onnx)
-    assert scored.final is onnx and scored.river is None and scored.version is None
+        snapshot_key("s" * 15)
+    assert snapshot_key("s" * 16) == b"s" * 16
 
 
 # -- scoring rules -------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import numpy as np
 import orjson
 import pytest
 
-from inference.adaptation import RiverSpecError
+from inference.adaptation.river_build import RiverSpecError
 from inference.drift import DriftMonitor
 
 

@@ -7,7 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from inference.onnx_model import CPU, CUDA, ModelRef, OnnxModel, cuda_status
+from inference.model_ref import ModelRef
+from inference.onnx_model import OnnxModel
+from inference.providers import CPU, CUDA, cuda_status
 from inference.spec import ModelSpec
 from streams.workloads.demo_model import export_onnx, train_mlp
 

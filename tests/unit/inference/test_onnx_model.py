@@ -12,16 +12,11 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from inference.onnx_model import (
-    CPU,
-    CUDA,
-    ModelIntegrityError,
-    ModelProviderError,
-    ModelRef,
-    ModelSignatureError,
-    OnnxModel,
-    cuda_status,
-)
+from inference import providers
+from inference.model_ref import ModelIntegrityError, ModelRef
+from inference.onnx_model import OnnxModel
+from inference.providers import CPU, CUDA, ModelProviderError, cuda_status, gpu_visible
+from inference.signature import ModelSignatureError
 from inference.spec import ModelSpec
 from streams.workloads.demo_model import export_onnx, train_mlp
 
@@ -218,21 +213,73 @@ def test_threads_setting_is_accepted(tmp_path: Path) -> None:
     np.testing.assert_allclose(model.predict(np.ones((2, 3))), [6.0, 6.0])
 
 
-def test_auto_uses_cuda_or_falls_back_to_cpu_with_a_logged_reason(
+def placement_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    """What inference logged at INFO and above (the DEBUG notes of the CUDA preload aside)."""
+    return [
+        r for r in caplog.records if r.name.startswith("inference") and r.levelno >= logging.INFO
+    ]
+
+
+def test_auto_says_where_it_runs_in_one_line_and_warns_only_for_a_present_gpu(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    usable, _ = cuda_status()
+    usable, why = cuda_status()
     path = matmul_model(tmp_path / "m.onnx", W)
-    with caplog.at_level(logging.WARNING, logger="inference.onnx_model"):
+    with caplog.at_level(logging.INFO, logger="inference"):
         model = load(path, providers="auto")
     np.testing.assert_allclose(model.predict(np.ones((2, 3))), [6.0, 6.0], atol=1e-5)
+    [record] = placement_records(caplog)
+    message = record.getMessage()
+    assert "model m v" in message and model.sha256[:12] in message
     if usable:
         assert model.provider == CUDA and model.fallback_reason is None
-    else:  # this CPU-only machine
-        assert model.provider == CPU
-        assert model.fallback_reason
-        assert "using CPU, CUDA not used" in caplog.text
-        assert model.fallback_reason in caplog.text
+        assert record.levelno == logging.INFO and "on CUDA (device 0" in message
+    elif gpu_visible():  # a GPU is there and CUDA does not run: that deserves a warning
+        assert model.provider == CPU and model.fallback_reason == why
+        assert record.levelno == logging.WARNING and why in message
+    else:  # this CPU-only machine: CPU is what is expected, said once, quietly
+        assert model.provider == CPU and model.fallback_reason == why
+        assert record.levelno == logging.INFO
+        assert f"on CPU (no CUDA: {why}" in message
+
+
+def test_cpu_asked_for_is_one_info_line_without_a_reason(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="inference"):
+        model = load(matmul_model(tmp_path / "m.onnx", W), providers="cpu")
+    [record] = placement_records(caplog)
+    assert record.levelno == logging.INFO and "on CPU (sha256" in record.getMessage()
+    assert model.fallback_reason is None
+
+
+def test_auto_on_a_host_showing_a_gpu_warns_when_cuda_cannot_be_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    reason = "the CUDA provider library did not load (libcudnn.so.9: not found)"
+    monkeypatch.setattr(providers, "cuda_session", lambda *a, **k: (None, reason))
+    monkeypatch.setattr("inference.onnx_model.gpu_visible", lambda: True)
+    with caplog.at_level(logging.INFO, logger="inference"):
+        model = load(matmul_model(tmp_path / "m.onnx", W), providers="auto")
+    [record] = placement_records(caplog)
+    assert record.levelno == logging.WARNING
+    assert "a GPU is present but CUDA is not used" in record.getMessage()
+    assert reason in record.getMessage() and model.fallback_reason == reason
+
+
+def test_a_first_auto_load_prints_nothing_itself(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Neither onnxruntime's C++ logger nor its Python wrapper writes to stdout/stderr, even
+    on the first CUDA attempt of the process (the reason is logged once, by us)."""
+    monkeypatch.setattr(providers, "_cuda_unusable", {})
+    monkeypatch.setattr(providers, "_cuda_libraries_preloaded", False)
+    path = matmul_model(tmp_path / "m.onnx", W)
+    capfd.readouterr()
+    load(path, providers="auto")
+    load(path, providers="auto")
+    out, err = capfd.readouterr()
+    assert out == "" and err == ""
 
 
 def test_cuda_required_fails_clearly_without_a_gpu(tmp_path: Path) -> None:
@@ -266,19 +313,19 @@ def test_auto_falls_back_to_cpu_when_the_cuda_warm_up_fails(
 ) -> None:
     import onnxruntime as ort
 
-    import inference.onnx_model as onnx_model
-
     def broken(data: bytes, options: Any, device_id: int, *, tf32: bool) -> tuple[Any, str]:
         return _BrokenCudaSession(ort.InferenceSession(data, options, providers=[CPU])), ""
 
-    monkeypatch.setattr(onnx_model, "_cuda_session", broken)
+    monkeypatch.setattr(providers, "cuda_session", broken)
     path = matmul_model(tmp_path / "m.onnx", W)
-    with caplog.at_level(logging.WARNING, logger="inference.onnx_model"):
+    with caplog.at_level(logging.INFO, logger="inference"):
         model = load(path, providers="auto")
     assert model.provider == CPU
     assert model.fallback_reason is not None
     assert "warm-up on CUDA failed" in model.fallback_reason
-    assert "no CUDA-capable device" in caplog.text
+    [record] = placement_records(caplog)  # CUDA loaded, so a GPU is there: a warning
+    assert record.levelno == logging.WARNING
+    assert "no CUDA-capable device" in record.getMessage()
     np.testing.assert_allclose(model.predict(np.ones((1, 3))), [6.0])
     with pytest.raises(ModelProviderError, match="warm-up on CUDA failed"):
         load(path, providers="cuda")

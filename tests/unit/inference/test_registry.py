@@ -9,7 +9,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from inference.onnx_model import ModelIntegrityError, ModelRef, OnnxModel
+from inference.model_ref import ModelIntegrityError, ModelRef
+from inference.onnx_model import OnnxModel
 from inference.registry import ModelRegistry, ModelSwitch, RegistryError
 from inference.spec import ModelSpec
 from streams.workloads.demo_model import MlpWeights, export_onnx, train_mlp
