@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import typer
-from rich.console import Console
 
-# Human output goes to stderr; what scripts read (exports, summaries, JSON) to stdout.
-err = Console(stderr=True)
-out = Console()
+# Re-exported while the commands move to importing streams.cli.output directly.
+from streams.cli.output import err, out, setup_logging  # noqa: F401
 
 
 class UserError(Exception):
@@ -58,10 +55,3 @@ def user_errors() -> Iterator[None]:
             raise
         err.print(f"[bold red]error:[/] {exc}", highlight=False)
         raise typer.Exit(2) from None
-
-
-def setup_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-    )

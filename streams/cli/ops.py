@@ -176,7 +176,8 @@ def dashboard(
     model and adaptation versions, prequential metrics, drift alerts."""
     import asyncio
 
-    from streams.ops.dashboard.server import DashboardConfig, DashboardServer, default_targets
+    from streams.ops.dashboard.collector import DashboardConfig
+    from streams.ops.dashboard.server import DashboardServer, default_targets
     from streams.spec import Connections, load_spec
 
     with user_errors():
@@ -189,6 +190,12 @@ def dashboard(
         spec=pipeline,
         interval_s=interval,
     )
+    if pipeline is not None and not config.targets:
+        err.print(
+            f"note: {spec} sets metrics.port 0 (a free port per worker), so its /metrics "
+            "cannot be guessed: pass --targets with the URLs `streamfer run` printed; "
+            "charting lag only"
+        )
     if host not in ("127.0.0.1", "localhost", "::1"):
         err.print(f"[yellow]warning:[/] serving on {host}: anyone who can reach it sees it")
 

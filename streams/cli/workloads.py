@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
-from streams.cli.errors import err, out, setup_logging, user_errors
-from streams.cli.options import BootstrapOpt, RedisOpt, SpecOpt
+from streams.cli.errors import user_errors
+from streams.cli.options import BootstrapOpt, JsonOpt, NameOpt, RedisOpt, SpecOpt
+from streams.cli.output import emit_json, err, out, print_rows, setup_logging
 
 
 def produce(
@@ -42,6 +43,8 @@ def produce(
     drift_stream: Annotated[
         int, typer.Option(help="N rows of the synthetic abrupt-drift stream (hyperplanes)")
     ] = 0,
+    name: NameOpt = None,
+    as_json: JsonOpt = False,
     bootstrap: BootstrapOpt = None,
 ) -> None:
     """Write events to the spec's events topic; with labels, also each label K rows later.
@@ -59,7 +62,7 @@ def produce(
 
     console = err
     with user_errors():
-        pipeline = load_spec(spec)
+        pipeline = load_spec(spec, prefix=name)
         connections = Connections.from_env(bootstrap=bootstrap)
         labelled = csv_file is not None or drift_stream > 0 or label_delay is not None
         if not labelled:
@@ -72,10 +75,20 @@ def produce(
             workload = CardPayments(synthetic, seed=seed, rate=rate or 1000.0, drift_at=drift_at)
             with progress_reporter("produce", synthetic, unit="events", console=console) as bar:
                 done = produce_synthetic(connections, pipeline, workload, progress=bar)
-            out.print(
-                f"produced {done.count} events to '{pipeline.topics.events}' "
-                f"in {done.seconds:.1f}s ({done.rate:,.0f} events/s)"
-            )
+            if as_json:
+                emit_json(
+                    {
+                        "events": done.count,
+                        "topic": pipeline.topics.events,
+                        "seconds": done.seconds,
+                        "events_per_s": done.rate,
+                    }
+                )
+            else:
+                out.print(
+                    f"produced {done.count} events to '{pipeline.topics.events}' "
+                    f"in {done.seconds:.1f}s ({done.rate:,.0f} events/s)"
+                )
             return
         LabelDelay.parse(label_delay or "1")  # a bad delay fails before any work
         rows = replay_rows(
@@ -95,6 +108,17 @@ def produce(
             result = replay(
                 pipeline, connections, rows, label_delay=label_delay or "1", pace=pace, progress=bar
             )
+    if as_json:
+        emit_json(
+            {
+                "events": result.events,
+                "labels": result.labels,
+                "topic": pipeline.topics.events,
+                "labels_topic": pipeline.topics.labels,
+                "seconds": result.seconds,
+            }
+        )
+        return
     out.print(
         f"replayed {result.events} events to '{pipeline.topics.events}' and {result.labels} "
         f"labels to '{pipeline.topics.labels}' in {result.seconds:.1f}s"
@@ -170,6 +194,7 @@ def demo(
     adaptive_spec: Annotated[
         Path, typer.Option(help="spec of the adaptation stage (adaptation on, labels topic)")
     ] = Path("examples/card-payments-adaptive.yaml"),
+    as_json: JsonOpt = False,
     bootstrap: BootstrapOpt = None,
     redis_url: RedisOpt = None,
 ) -> None:
@@ -190,20 +215,25 @@ def demo(
         connections = Connections.from_env(bootstrap=bootstrap, redis_url=redis_url)
         check_redis(connections)
         summary = run_demo(pipeline, connections, events, log=err)
-    table = Table(title="streamfer demo", show_header=False)
-    for key, value in summary.items():
-        table.add_row(key, str(value))
-    out.print(table)
-    if summary.get("events without a prediction", 0):
+    if not as_json:
+        print_rows("streamfer demo", summary.rows())
+    if summary.missing_predictions:
+        if as_json:
+            emit_json({"throughput": asdict(summary), "adaptation": None})
         raise typer.Exit(1)
-    if adaptive is None:
-        return
-    with user_errors():
-        adapted = run_adaptation_demo(adaptive, connections, drift_events, log=err)
-    table = Table(title="streamfer demo: adaptation", show_header=False)
-    for key, value in adapted.rows():
-        table.add_row(key, value)
-    out.print(table)
+    adapted = None
+    if adaptive is not None:
+        with user_errors():
+            adapted = run_adaptation_demo(adaptive, connections, drift_events, log=err)
+        if not as_json:
+            print_rows("streamfer demo: adaptation", adapted.rows())
+    if as_json:
+        emit_json(
+            {
+                "throughput": asdict(summary),
+                "adaptation": asdict(adapted) if adapted is not None else None,
+            }
+        )
 
 
 def register(app: typer.Typer) -> None:

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import orjson
 from rich.console import Console
@@ -27,30 +27,52 @@ from streams.workloads.synthetic import CardPayments
 
 def for_run(spec: PipelineSpec, run_id: str) -> PipelineSpec:
     """The same pipeline on topics, group and Redis keys of its own."""
-    t = spec.topics
-    topics = t.model_copy(
-        update={
-            "events": f"{t.events}-{run_id}",
-            "predictions": f"{t.predictions}-{run_id}",
-            "dead_letter": f"{t.dead_letter}-{run_id}",
-            "labels": f"{t.labels}-{run_id}" if t.labels else None,
-            "alerts": f"{t.alerts}-{run_id}" if t.alerts else None,
-            "features": f"{t.features}-{run_id}" if t.features else None,
-        }
-    )
-    delivery = spec.delivery.model_copy(update={"group": f"{spec.group}-{run_id}"})
-    return spec.model_copy(
-        update={
-            "topics": topics,
-            "delivery": delivery,
-            "redis_namespace": f"{spec.namespace}-{run_id}",
-        }
-    )
+    return spec.prefixed(f"demo-{run_id}")
+
+
+@dataclass(frozen=True)
+class DemoSummary:
+    """What stage 1 measured; `rows()` is the human table, `asdict` the JSON."""
+
+    run: str
+    events_produced: int
+    produce_rate: float  # events/s
+    events_consumed: int
+    batches: int
+    predictions: int
+    distinct_predicted: int
+    missing_predictions: int  # produced events with neither a prediction nor a dead letter
+    dead_letters: int
+    late: int
+    events_per_s: float  # one worker, first consume to last acknowledgement
+    flagged: int
+    model: str
+    model_version: str
+    provider: str
+    features: list[str]
+    predictions_topic: str
+
+    def rows(self) -> list[tuple[str, str]]:
+        share = 100 * self.flagged / max(self.predictions, 1)
+        return [
+            ("run", self.run),
+            ("events produced", f"{self.events_produced:,} ({self.produce_rate:,.0f}/s)"),
+            ("events consumed", f"{self.events_consumed:,} in {self.batches} micro-batches"),
+            ("predictions", f"{self.predictions:,} ({self.distinct_predicted:,} distinct events)"),
+            ("events without a prediction", str(self.missing_predictions)),
+            ("dead letters", str(self.dead_letters)),
+            ("late events (beyond lateness)", str(self.late)),
+            ("throughput (1 worker)", f"{self.events_per_s:,.0f} events/s"),
+            ("flagged as fraud", f"{self.flagged:,} ({share:.1f}%)"),
+            ("model", f"{self.model} v{self.model_version} on {self.provider}"),
+            ("features", ", ".join(self.features)),
+            ("predictions topic", self.predictions_topic),
+        ]
 
 
 def run_demo(
     spec: PipelineSpec, connections: Connections, n_events: int, *, log: Console
-) -> dict[str, Any]:
+) -> DemoSummary:
     run_id = uuid.uuid4().hex[:6]
     spec = for_run(spec, run_id)
     if spec.model.path is not None and not Path(spec.model.path).exists():
@@ -72,20 +94,25 @@ def run_demo(
     unique = set(ids)
     flagged = sum(1 for p in predictions if p["decision"])
     model = predictions[0]["model"] if predictions else {"name": spec.model.name, "version": "?"}
-    return {
-        "run": run_id,
-        "events produced": f"{produced.count:,} ({produced.rate:,.0f}/s)",
-        "events consumed": f"{stats.events_in:,} in {stats.batches} micro-batches",
-        "predictions": f"{len(predictions):,} ({len(unique):,} distinct events)",
-        "events without a prediction": produced.count - stats.dead_letters - len(unique),
-        "dead letters": stats.dead_letters,
-        "late events (beyond lateness)": stats.late,
-        "throughput (1 worker)": f"{stats.events_per_s:,.0f} events/s",
-        "flagged as fraud": f"{flagged:,} ({100 * flagged / max(len(predictions), 1):.1f}%)",
-        "model": f"{model['name']} v{model['version']} on {worker.model.provider}",
-        "features": ", ".join(spec.features.names),
-        "predictions topic": spec.topics.predictions,
-    }
+    return DemoSummary(
+        run=run_id,
+        events_produced=produced.count,
+        produce_rate=produced.rate,
+        events_consumed=stats.events_in,
+        batches=stats.batches,
+        predictions=len(predictions),
+        distinct_predicted=len(unique),
+        missing_predictions=produced.count - stats.dead_letters - len(unique),
+        dead_letters=stats.dead_letters,
+        late=stats.late,
+        events_per_s=stats.events_per_s,
+        flagged=flagged,
+        model=str(model["name"]),
+        model_version=str(model["version"]),
+        provider=worker.model.provider,
+        features=list(spec.features.names),
+        predictions_topic=spec.topics.predictions,
+    )
 
 
 # -- stage 2: adaptation across a concept drift ---------------------------------------------

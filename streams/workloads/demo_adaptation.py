@@ -23,12 +23,13 @@ from typing import Any
 import numpy as np
 import orjson
 import yaml
+from pydantic import SecretStr
 from rich.console import Console
 
-from inference.adaptation import SNAPSHOT_KEY_ENV, AdaptationMode, AdaptationTask
+from inference.adaptation import AdaptationMode, AdaptationTask
 from streams.learner.process import LearnerProcess
 from streams.ops.topics import ensure_topics, read_topic
-from streams.spec import Connections, PipelineSpec
+from streams.spec import SNAPSHOT_KEY_ENV, Connections, PipelineSpec
 from streams.worker.pipeline import RunStats, Worker
 from streams.workloads.demo import for_run
 from streams.workloads.demo_model import build_demo_model
@@ -210,15 +211,17 @@ def river_final_from(
 
 
 @contextmanager
-def snapshot_key() -> Iterator[bool]:
-    """STREAMFER_SNAPSHOT_KEY for this process and the learner it starts: the one set, or
-    a random one for the demo's own processes (yields True then), removed afterwards."""
-    if os.environ.get(SNAPSHOT_KEY_ENV):
-        yield False
+def snapshot_key(connections: Connections) -> Iterator[tuple[Connections, bool]]:
+    """The snapshot key for the demo's worker and the learner it starts: the one set, or a
+    random one for the demo's own processes (then True), in the worker's connections and in
+    STREAMFER_SNAPSHOT_KEY for the learner's process, removed afterwards."""
+    if connections.snapshot_secret:
+        yield connections, False
         return
-    os.environ[SNAPSHOT_KEY_ENV] = secrets.token_hex(32)
+    key = secrets.token_hex(32)
+    os.environ[SNAPSHOT_KEY_ENV] = key
     try:
-        yield True
+        yield connections.model_copy(update={"snapshot_key": SecretStr(key)}), True
     finally:
         os.environ.pop(SNAPSHOT_KEY_ENV, None)
 
@@ -269,7 +272,10 @@ def run_adaptation_demo(
     )
     labels = {str(r.event[spec.event.id]): (i, r.label) for i, r in enumerate(rows)}
     ensure_topics(connections, spec)
-    with snapshot_key() as random_key, tempfile.TemporaryDirectory(prefix="streamfer-demo-") as tmp:
+    with (
+        snapshot_key(connections) as (connections, random_key),
+        tempfile.TemporaryDirectory(prefix="streamfer-demo-") as tmp,
+    ):
         if random_key:
             log.print(
                 f"{SNAPSHOT_KEY_ENV} is not set: the worker and learner of this demo sign and "

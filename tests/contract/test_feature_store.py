@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from features.backends import open_store
+from features.featurizer import Featurizer
 from features.redis_store import RedisFeatureStore
 from features.reference import ReferenceFeatureStore
 from features.spec import FeatureSpec
@@ -113,22 +114,67 @@ SPEC = FeatureSpec.model_validate(
 )
 
 Event = tuple[int, dict[str, Any]]
-OpenStore = Callable[..., FeatureStore]
+
+
+class SettableClock:
+    """The reference store's clock for replay-record expiry, moved on by the test."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Stores:
+    """Opens stores of one kind, each in a fresh namespace, and expires their replay
+    records: the reference store's by moving its clock, Redis' by waiting (bounded) until
+    Redis has dropped the keys, so the test checks expiry instead of sleeping past it."""
+
+    def __init__(self, kind: str, request: pytest.FixtureRequest) -> None:
+        self.kind = kind
+        self._request = request
+        self.opened: list[FeatureStore] = []
+        self._clocks: dict[int, SettableClock] = {}
+        self._namespaces: dict[int, str] = {}
+
+    def __call__(self, spec: FeatureSpec = SPEC, namespace: str | None = None) -> FeatureStore:
+        namespace = namespace or f"test-{uuid.uuid4().hex[:10]}"
+        store: FeatureStore
+        if self.kind == "memory":
+            clock = SettableClock()
+            store = Featurizer(spec, ReferenceFeatureStore(spec, clock=clock))
+            self._clocks[id(store)] = clock
+        else:
+            store = open_store(spec, self._request.getfixturevalue("redis_url"), namespace)
+        self._namespaces[id(store)] = namespace
+        self.opened.append(store)
+        return store
+
+    def expire_replay_records(self, store: FeatureStore, ttl_ms: int, partition: int) -> None:
+        if self.kind == "memory":
+            self._clocks[id(store)].now += ttl_ms / 1000
+            return
+        client = redis.Redis.from_url(self._request.getfixturevalue("redis_url"))
+        key = f"sf:{self._namespaces[id(store)]}:{{src=events/{partition}}}:r:0"
+        deadline = time.monotonic() + ttl_ms / 1000 + 10
+        try:
+            while client.exists(key):
+                assert time.monotonic() < deadline, f"Redis kept {key} past its TTL"
+                time.sleep(0.05)
+        finally:
+            client.close()
+
+
+OpenStore = Stores
 
 
 @pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.integration)])
-def open_(request: pytest.FixtureRequest) -> Iterator[OpenStore]:
+def open_(request: pytest.FixtureRequest) -> Iterator[Stores]:
     """Opens stores of the parametrized kind, each in a fresh namespace; closes them after."""
-    opened: list[FeatureStore] = []
-
-    def make(spec: FeatureSpec = SPEC, namespace: str | None = None) -> FeatureStore:
-        url = "memory://" if request.param == "memory" else request.getfixturevalue("redis_url")
-        store = open_store(spec, url, namespace or f"test-{uuid.uuid4().hex[:10]}")
-        opened.append(store)
-        return store
-
-    yield make
-    for store in opened:
+    stores = Stores(request.param, request)
+    yield stores
+    for store in stores.opened:
         store.close()
 
 
@@ -356,7 +402,7 @@ def test_without_sources_a_redelivery_is_applied_again(open_: OpenStore) -> None
 def test_expired_replay_record_reads_state_without_applying(open_: OpenStore) -> None:
     store = open_(SPEC.model_copy(update={"replay_ttl": 300}))
     feed(store, [ev(T0), ev(T0 + S)], src(0, 1))
-    time.sleep(0.6)
+    open_.expire_replay_records(store, 300, partition=0)
     result = feed(store, [ev(T0)], src(0))
     assert (result.replayed.tolist(), col(result, "n")) == ([True], [2])
 

@@ -25,7 +25,7 @@ import yaml
 from features.backends import open_store
 from features.store import FeatureBatch
 from streams.ops.topics import ensure_topics, read_topic
-from streams.spec import Connections, PipelineSpec, parse_spec
+from streams.spec import SNAPSHOT_KEY_ENV, Connections, PipelineSpec, parse_spec
 from streams.worker.pipeline import RunStats, Worker
 from streams.workloads.producing import produce_events
 from streams.workloads.synthetic import CardPayments
@@ -224,9 +224,24 @@ class ThreadedWorker:
 
 
 def start_worker(spec: PipelineSpec, conn: Connections, **kw: Any) -> ThreadedWorker:
+    """A worker in a thread. Its snapshot key is the test's STREAMFER_SNAPSHOT_KEY when
+    `conn` has none, as `streamfer run` reads it (`Connections.from_env`)."""
+    conn = with_snapshot_key(conn)
     exactly_once = kw.pop("exactly_once", None)
     worker = Worker(spec, conn, worker_id=kw.pop("worker_id", 0), exactly_once=exactly_once)
     return ThreadedWorker(worker, **kw)
+
+
+def with_snapshot_key(conn: Connections) -> Connections:
+    """`conn` with STREAMFER_SNAPSHOT_KEY from the environment when it has no key."""
+    import os
+
+    from pydantic import SecretStr
+
+    key = os.environ.get(SNAPSHOT_KEY_ENV)
+    if conn.snapshot_key is not None or not key:
+        return conn
+    return conn.model_copy(update={"snapshot_key": SecretStr(key)})
 
 
 def worker_process(spec_file: Path, conn: Connections, *extra: str) -> subprocess.Popen[bytes]:

@@ -22,14 +22,14 @@ from confluent_kafka import Producer
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
 from inference.onnx_model import ModelRef
-from streams.ops.dashboard.server import (
-    DashboardConfig,
-    DashboardThread,
+from streams.ops.dashboard.collector import DashboardConfig
+from streams.ops.dashboard.scrape import (
     Scrape,
     histogram_quantile,
     interval_between,
     parse_metrics,
 )
+from streams.ops.dashboard.server import DashboardThread
 from streams.ops.topics import ensure_topics
 from streams.spec import Connections, PipelineSpec
 from streams.workloads.synthetic import CardPayments

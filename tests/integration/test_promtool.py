@@ -44,14 +44,15 @@ def promtool_check(exposition: bytes) -> subprocess.CompletedProcess[str]:
 
 def test_worker_metrics_pass_promtool(conn, model_file, unique):
     spec = make_spec(unique, {"path": str(model_file)})
-    produce(conn, spec, synthetic(500, seed=31))
+    good = produce(conn, spec, synthetic(500, seed=31))
     producer = Producer(conn.kafka_config())
     producer.produce(spec.topics.events, b"not json")
     assert producer.flush(10) == 0
     worker = start_worker(spec, conn)
     try:
         port = worker.worker.metrics.serve("127.0.0.1", 0)
-        wait_for(lambda: worker.worker.stats.events_in >= 501, 60, "the worker to score")
+        total = good + 1
+        wait_for(lambda: worker.worker.stats.events_in >= total, 60, "the worker to score")
         # librdkafka's statistics (consumer lag per partition) arrive every 5 s.
         wait_for(lambda: b"streamfer_consumer_lag{" in scrape(port), 30, "per-partition lag series")
         exposition = scrape(port)
@@ -124,4 +125,5 @@ def test_the_alert_rules_in_the_operators_guide_are_valid(tmp_path):
         [promtool, "check", "rules", str(rules)], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 14 rules found" in result.stdout
+    declared = sum(1 for line in block.splitlines() if line.strip().startswith("- alert:"))
+    assert declared > 0 and f"SUCCESS: {declared} rules found" in result.stdout

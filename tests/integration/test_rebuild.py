@@ -20,6 +20,7 @@ from tests.integration.harness import (
     recompute_features,
     start_worker,
     synthetic,
+    wait_for,
     write_spec,
 )
 
@@ -58,9 +59,11 @@ def test_rebuild_after_redis_loss_restores_the_exact_state(conn, model_file, uni
         }
         for i in range(5)
     ]
-    produce(conn, spec, events[:1500] + future + events[1500:])
-    first = start_worker(spec, conn, max_events=3000, idle_exit_s=60).join()
-    assert 3000 <= first.events_in < 6005
+    produced = events[:1500] + future + events[1500:]
+    produce(conn, spec, produced)
+    half = len(events) // 2
+    first = start_worker(spec, conn, max_events=half, idle_exit_s=60).join()
+    assert half <= first.events_in < len(produced)
 
     client = redis.Redis.from_url(conn.redis_url)
     continuous = feature_state(client, spec.namespace)
@@ -73,24 +76,23 @@ def test_rebuild_after_redis_loss_restores_the_exact_state(conn, model_file, uni
     assert "rebuilt namespace" in result.output
 
     assert feature_state(client, spec.namespace) == continuous
-    second = start_worker(spec, conn, max_events=6005 - first.events_in, idle_exit_s=60).join()
-    assert first.events_in + second.events_in == 6005
-    assert first.dead_letters + second.dead_letters == 5
-    served = read_json(conn, spec.topics.features, expected=6000)
-    assert len(served) == 6000
+    rest = len(produced) - first.events_in
+    second = start_worker(spec, conn, max_events=rest, idle_exit_s=60).join()
+    assert first.events_in + second.events_in == len(produced)
+    assert first.dead_letters + second.dead_letters == len(future)
+    served = read_json(conn, spec.topics.features, expected=len(events))
+    assert len(served) == len(events)
     assert not any(r["replayed"] for r in served), "the rebuild went past the committed offsets"
     assert_features_exact(served, recompute_features(conn, spec), spec.features.names)
 
 
 def test_rebuild_refuses_while_workers_run(conn, model_file, unique, tmp_path):
     spec = load_spec(write_spec(tmp_path / "spec.yaml", unique, {"path": str(model_file)}))
-    produce(conn, spec, synthetic(200, seed=22))
+    events = synthetic(200, seed=22)
+    produce(conn, spec, events)
     worker = start_worker(spec, conn)
     try:
-        deadline = time.monotonic() + 60
-        while worker.worker.stats.events_in < 200:
-            assert time.monotonic() < deadline, "worker did not start"
-            time.sleep(0.2)
+        wait_for(lambda: worker.worker.stats.events_in >= len(events), 60, "the worker to score")
         with pytest.raises(RebuildError, match="stop the workers first"):
             rebuild_state(spec, conn)
     finally:
