@@ -1,42 +1,118 @@
-"""`streamfer up | down | status`: the local Kafka (KRaft) broker and redis-server."""
+"""`streamfer up | down | status`: the local Kafka (KRaft) broker and redis-server.
+
+Options override the environment that `StackConfig.from_env` reads (the one reader of those
+variables, so values and errors are the same either way); each help text names its variable
+in parentheses, since Rich markup would swallow square brackets.
+"""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from streams.cli.errors import err, out, user_errors
+from streams.stack.config import (
+    CONTROLLER_PORT_ENV,
+    HOME_ENV,
+    KAFKA_PORT_ENV,
+    PORT_ENVS,
+    REDIS_PORT_ENV,
+    StackConfig,
+    StackError,
+)
 
-HomeOpt = Annotated[Path | None, typer.Option(help="state folder (env STREAMFER_HOME)")]
+_DEFAULT = StackConfig()
+# The variable each option overrides, by StackConfig field.
+_OPTION_ENVS = {"home": HOME_ENV, **PORT_ENVS}
 
 
-def _stack_config(home: Path | None, kafka_port: int | None, redis_port: int | None) -> Any:
-    from streams.stack.local import StackConfig
+def _port_option(flag: str, what: str, env: str, default: int) -> typer.models.OptionInfo:
+    # No min/max here: Typer would show the range beside the flag, narrowing the help column
+    # until Rich cuts the variable names; stack_config checks the range instead.
+    return typer.Option(flag, help=f"{what} on 127.0.0.1 (env {env}, default {default})")
 
-    config = StackConfig.from_env()
-    changes: dict[str, Any] = {}
-    if home is not None:
-        changes["home"] = home
-    if kafka_port is not None:
-        changes["kafka_port"] = kafka_port
-    if redis_port is not None:
-        changes["redis_port"] = redis_port
-    return replace(config, **changes)
+
+HomeOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--home",
+        help=f"state folder: data, logs, pid files (env {HOME_ENV}, default {_DEFAULT.home})",
+    ),
+]
+KafkaPortOpt = Annotated[
+    int | None,
+    _port_option("--kafka-port", "Kafka broker port", KAFKA_PORT_ENV, _DEFAULT.kafka_port),
+]
+ControllerPortOpt = Annotated[
+    int | None,
+    _port_option(
+        "--controller-port",
+        "KRaft controller port",
+        CONTROLLER_PORT_ENV,
+        _DEFAULT.controller_port,
+    ),
+]
+RedisPortOpt = Annotated[
+    int | None,
+    _port_option("--redis-port", "redis-server port", REDIS_PORT_ENV, _DEFAULT.redis_port),
+]
+
+
+def stack_config(
+    environ: Mapping[str, str] | None = None,
+    *,
+    home: Path | None = None,
+    kafka_port: int | None = None,
+    controller_port: int | None = None,
+    redis_port: int | None = None,
+) -> StackConfig:
+    """The environment's StackConfig with the options given on the command line on top."""
+    env = os.environ if environ is None else environ
+    given = {
+        name: value
+        for name, value in (
+            ("home", home),
+            ("kafka_port", kafka_port),
+            ("controller_port", controller_port),
+            ("redis_port", redis_port),
+        )
+        if value is not None
+    }
+    for name, value in given.items():
+        if name in PORT_ENVS and not 1 <= value <= 65535:
+            flag = "--" + name.replace("_", "-")
+            raise StackError(f"{flag} {value} is not a port number: give an integer 1-65535")
+    # A variable an option overrides is not read, so its (maybe bad) value cannot fail us.
+    overridden = {_OPTION_ENVS[name] for name in given}
+    config = StackConfig.from_env({k: v for k, v in env.items() if k not in overridden})
+    return replace(config, **given)
 
 
 def up(
     home: HomeOpt = None,
-    kafka_port: Annotated[int | None, typer.Option(help="(env STREAMFER_KAFKA_PORT)")] = None,
-    redis_port: Annotated[int | None, typer.Option(help="(env STREAMFER_REDIS_PORT)")] = None,
+    kafka_port: KafkaPortOpt = None,
+    controller_port: ControllerPortOpt = None,
+    redis_port: RedisPortOpt = None,
 ) -> None:
-    """Start a local Kafka (KRaft) broker and redis-server on loopback; idempotent."""
+    """Start a local Kafka (KRaft) broker and redis-server on loopback; idempotent.
+
+    Prints the two `export` lines that point streamfer at them: `eval "$(streamfer up)"`.
+    """
     from streams.stack.local import LocalStack
 
     with user_errors():
-        stack = LocalStack(_stack_config(home, kafka_port, redis_port))
+        config = stack_config(
+            home=home,
+            kafka_port=kafka_port,
+            controller_port=controller_port,
+            redis_port=redis_port,
+        )
+        stack = LocalStack(config)
         was_running = stack.status().running
         status = stack.up()
     state = "already running" if was_running else "started"
@@ -46,19 +122,20 @@ def up(
 
 
 def down(home: HomeOpt = None) -> None:
-    """Stop the broker and redis-server that `streamfer up` started here."""
+    """Stop the broker and redis-server that `streamfer up` started in this home."""
     from streams.stack.local import LocalStack
 
     with user_errors():
-        LocalStack(_stack_config(home, None, None)).down()
+        LocalStack(stack_config(home=home)).down()
     err.print("local stack stopped")
 
 
 def status(home: HomeOpt = None) -> None:
-    """Show whether the local stack runs and where."""
+    """Show whether the local stack of this home runs and where; exit status 1 when not."""
     from streams.stack.local import LocalStack
 
-    s = LocalStack(_stack_config(home, None, None)).status()
+    with user_errors():
+        s = LocalStack(stack_config(home=home)).status()
     out.print(
         f"running={s.running} bootstrap={s.bootstrap_servers} redis={s.redis_url} "
         f"kafka_pid={s.kafka_pid} redis_pid={s.redis_pid}"

@@ -6,34 +6,49 @@ state (data, logs, pid files, `stack.json`) lives under one home directory, and 
 stops exactly the processes that home started, so a developer or a CI job gets the same
 services the pipeline uses in production without Docker.
 
-Kafka's jars come from `$KAFKA_HOME/libs` when set, otherwise Maven fetches them once into
-`${XDG_CACHE_HOME:-~/.cache}/streamfer/kafka-<version>/libs` (see `streams/kafka/pom.xml`).
+What the stack is asked to be is in `config`, where its programs come from in `discovery`,
+and the process primitives in `processes`; this module only composes them.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import errno
-import fcntl
 import json
-import os
-import re
-import shutil
-import signal
-import socket
-import string
 import subprocess
 import time
-import uuid
-from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 
-DEFAULT_KAFKA_VERSION = "4.1.1"
-MIN_JAVA_MAJOR = 17
-LOCALHOST = "127.0.0.1"
+from streams.stack.config import (
+    CONTROLLER_PORT_ENV,
+    KAFKA_PORT_ENV,
+    LOCALHOST,
+    REDIS_PORT_ENV,
+    StackConfig,
+    StackError,
+    StackStatus,
+    new_cluster_id,
+    render_server_properties,
+    shipped_file,
+)
+from streams.stack.discovery import find_java, find_redis_server, kafka_classpath
+from streams.stack.processes import (
+    accepts,
+    alive,
+    args_contain,
+    file_lock,
+    last_lines,
+    pid_if_ours,
+    port_free,
+    process_args,
+    spawn_detached,
+    stop,
+    tail,
+)
+
+# Importers outside the stack use these three (and StackStatus) from here.
+__all__ = ["LocalStack", "StackConfig", "StackError", "StackStatus"]
+
 READY_TOPIC = "__streamfer_ready"
 
 # A small heap and the JVM flags of Kafka's own start scripts: enough for a dev node on a
@@ -50,370 +65,6 @@ KAFKA_JVM_OPTS = (
 )
 KAFKA_MAIN = "kafka.Kafka"
 STORAGE_TOOL_MAIN = "kafka.tools.StorageTool"
-
-_LOG_TAIL_LINES = 20
-_MVN_TIMEOUT_S = 900.0
-_ANSI_RE = re.compile(r"\x1b\[[0-9;]*m")
-_VERSION_RE = re.compile(r"^(\d+)\.(\d+)\.(\d+)(?:[.-][0-9A-Za-z.-]+)?$")
-
-
-class StackError(Exception):
-    """A user-facing failure of the local stack: names what is wrong and how to fix it."""
-
-
-def _parse_port(name: str, raw: str) -> int:
-    try:
-        port = int(raw)
-    except ValueError:
-        port = -1
-    if not 1 <= port <= 65535:
-        raise StackError(f"{name}={raw!r} is not a port number: set it to an integer 1-65535")
-    return port
-
-
-@dataclass(frozen=True)
-class StackConfig:
-    """Where the stack keeps its state, the ports it listens on and the Kafka it runs."""
-
-    home: Path = Path(".streamfer")
-    kafka_port: int = 9092
-    controller_port: int = 9093
-    redis_port: int = 6379
-    kafka_home: Path | None = None
-    kafka_version: str = DEFAULT_KAFKA_VERSION
-
-    def __post_init__(self) -> None:
-        ports = {
-            "kafka_port": self.kafka_port,
-            "controller_port": self.controller_port,
-            "redis_port": self.redis_port,
-        }
-        for name, port in ports.items():
-            if not 1 <= port <= 65535:
-                raise StackError(f"{name}={port} is not a port number (1-65535)")
-        if len(set(ports.values())) != len(ports):
-            raise StackError(f"the stack's ports must differ, got {ports}")
-        match = _VERSION_RE.match(self.kafka_version)
-        if match is None or int(match.group(1)) < 4:
-            raise StackError(
-                f"kafka_version={self.kafka_version!r} is not a Kafka 4.x+ version "
-                f"(e.g. {DEFAULT_KAFKA_VERSION}): set STREAMFER_KAFKA_VERSION accordingly"
-            )
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> StackConfig:
-        """Build the config from STREAMFER_* and KAFKA_HOME variables; unset or empty = default."""
-        env = os.environ if environ is None else environ
-
-        def get(name: str) -> str | None:
-            value = env.get(name, "").strip()
-            return value or None
-
-        kwargs: dict[str, object] = {}
-        if (home := get("STREAMFER_HOME")) is not None:
-            kwargs["home"] = Path(home).expanduser()
-        for var, key in (
-            ("STREAMFER_KAFKA_PORT", "kafka_port"),
-            ("STREAMFER_CONTROLLER_PORT", "controller_port"),
-            ("STREAMFER_REDIS_PORT", "redis_port"),
-        ):
-            if (raw := get(var)) is not None:
-                kwargs[key] = _parse_port(var, raw)
-        if (kafka_home := get("KAFKA_HOME")) is not None:
-            kwargs["kafka_home"] = Path(kafka_home).expanduser()
-        if (version := get("STREAMFER_KAFKA_VERSION")) is not None:
-            kwargs["kafka_version"] = version
-        return cls(**kwargs)  # type: ignore[arg-type]
-
-    @property
-    def bootstrap_servers(self) -> str:
-        return f"{LOCALHOST}:{self.kafka_port}"
-
-    @property
-    def redis_url(self) -> str:
-        return f"redis://{LOCALHOST}:{self.redis_port}/0"
-
-
-@dataclass(frozen=True)
-class StackStatus:
-    """What `status()` and `up()` report; `running` only when both services serve."""
-
-    running: bool
-    bootstrap_servers: str
-    redis_url: str
-    kafka_pid: int | None
-    redis_pid: int | None
-
-
-def render_server_properties(config: StackConfig, data_dir: Path) -> str:
-    """The broker's server.properties: the shipped template with this config's ports."""
-    shipped = resources.files("streams.stack").joinpath("kafka/server.properties")
-    template = shipped.read_text("utf-8")
-    return string.Template(template).substitute(
-        kafka_port=config.kafka_port,
-        controller_port=config.controller_port,
-        data_dir=str(data_dir),
-    )
-
-
-def kafka_cache_dir(version: str, environ: Mapping[str, str] | None = None) -> Path:
-    """The per-version jar cache, `${XDG_CACHE_HOME:-~/.cache}/streamfer/kafka-<version>`."""
-    env = os.environ if environ is None else environ
-    base = env.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "streamfer" / f"kafka-{version}"
-
-
-def new_cluster_id() -> str:
-    """A KRaft cluster id: 16 random bytes, URL-safe base64 without padding (22 chars)."""
-    while True:
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
-        if not cluster_id.startswith("-"):  # Kafka's own generator avoids these too
-            return cluster_id
-
-
-# ---------------------------------------------------------------------------------------
-# Processes
-
-
-def _alive(pid: int) -> bool:
-    """Whether `pid` is a live (not zombie) process; reaps it if it is our dead child."""
-    with contextlib.suppress(ChildProcessError):
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        if done == pid:
-            return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    # An orphan whose parent never reaps it lingers as a zombie: it is gone for our purposes.
-    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
-
-
-def _process_args(pid: int) -> list[str] | None:
-    """The argv of a process, or None when it cannot be read (gone, or no /proc and no ps)."""
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except FileNotFoundError:
-        if Path("/proc/self").exists():
-            return None
-    except OSError:
-        return None
-    else:
-        return [arg.decode(errors="replace") for arg in raw.split(b"\0") if arg]
-    try:  # no procfs (macOS): ps splits on spaces, good enough for our own paths
-        out = subprocess.run(
-            ["ps", "-o", "command=", "-p", str(pid)], capture_output=True, text=True, check=False
-        ).stdout
-    except OSError:
-        return None
-    return out.split() or None
-
-
-def _spawn_detached(args: list[str], log: Path) -> int:
-    """Start `args` in a new session, reparented to init, stdout+stderr appended to `log`.
-
-    A throwaway shell starts the command in the background and exits, so the service is not
-    our child: it survives the caller and never lingers as our zombie.
-    """
-    script = 'log=$1; shift; "$@" </dev/null >>"$log" 2>&1 & echo $!'
-    launcher = subprocess.run(
-        ["/bin/sh", "-c", script, "streamfer-launch", str(log), *args],
-        capture_output=True,
-        text=True,
-        start_new_session=True,
-        check=False,
-    )
-    pid = launcher.stdout.strip()
-    if launcher.returncode != 0 or not pid.isdigit():
-        raise StackError(f"could not start {args[0]}: {launcher.stderr.strip() or pid}")
-    return int(pid)
-
-
-def _port_free(port: int) -> bool:
-    """Whether 127.0.0.1:`port` can be bound (a listener on 0.0.0.0 also makes it busy)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((LOCALHOST, port))
-        except OSError as exc:
-            if exc.errno in (errno.EADDRINUSE, errno.EACCES):
-                return False
-            raise
-    return True
-
-
-def _accepts(port: int, timeout_s: float = 0.25) -> bool:
-    """Whether something accepts TCP connections on 127.0.0.1:`port`."""
-    try:
-        with socket.create_connection((LOCALHOST, port), timeout=timeout_s):
-            return True
-    except OSError:
-        return False
-
-
-def _last_lines(text: str, lines: int = _LOG_TAIL_LINES) -> str:
-    """The last non-blank `lines` lines of a tool's output, without terminal colour codes."""
-    kept = [line for line in _ANSI_RE.sub("", text).splitlines() if line.strip()]
-    return "\n".join(kept[-lines:])
-
-
-def _tail(paths: list[Path], lines: int = _LOG_TAIL_LINES) -> str:
-    """The last `lines` lines of each existing, non-empty log, labelled by file name."""
-    parts = []
-    for path in paths:
-        try:
-            text = path.read_text(errors="replace")
-        except OSError:
-            continue
-        if text.strip():
-            body = "\n".join(text.rstrip("\n").splitlines()[-lines:])
-            parts.append(f"--- last lines of {path} ---\n{body}")
-    return "\n".join(parts) if parts else "(no log output)"
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path, deadline: float, what: str) -> Iterator[None]:
-    """An exclusive flock on `path`, so concurrent `up`/`down`/jar fetches take turns."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as handle:
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise StackError(f"timed out waiting for {what} (lock {path})") from None
-                time.sleep(0.1)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-# ---------------------------------------------------------------------------------------
-# Prerequisites
-
-
-def find_java(environ: Mapping[str, str] | None = None) -> str:
-    """The java binary (JAVA_HOME first, then PATH), checked to be Java 17 or newer."""
-    env = os.environ if environ is None else environ
-    java: str | None = None
-    if java_home := env.get("JAVA_HOME"):
-        candidate = Path(java_home) / "bin" / "java"
-        if os.access(candidate, os.X_OK):
-            java = str(candidate)
-    java = java or shutil.which("java")
-    install = "apt-get install openjdk-17-jre-headless (or set JAVA_HOME to a JDK 17+)"
-    if java is None:
-        raise StackError(f"java {MIN_JAVA_MAJOR}+ not found (Kafka 4 needs it): {install}")
-    try:
-        probe = subprocess.run(
-            [java, "-version"], capture_output=True, text=True, timeout=60, check=False
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise StackError(f"could not run {java} -version ({exc}): {install}") from exc
-    output = probe.stderr + probe.stdout
-    match = re.search(r'version "(\d+)(?:\.(\d+))?', output)
-    if match is None:
-        raise StackError(f"could not read the Java version of {java}: {output.strip()!r}")
-    major = int(match.group(1))
-    if major == 1 and match.group(2):  # "1.8.0_392" is Java 8
-        major = int(match.group(2))
-    if major < MIN_JAVA_MAJOR:
-        raise StackError(
-            f"java {MIN_JAVA_MAJOR}+ not found: {java} is Java {major}, "
-            f"Kafka 4 needs {MIN_JAVA_MAJOR}+: {install}"
-        )
-    return java
-
-
-def find_redis_server() -> str:
-    """The redis-server binary on PATH."""
-    redis_server = shutil.which("redis-server")
-    if redis_server is None:
-        raise StackError("redis-server not found: apt-get install redis-server")
-    return redis_server
-
-
-def find_mvn() -> str:
-    """The Maven binary on PATH (needed only to fetch Kafka's jars the first time)."""
-    mvn = shutil.which("mvn")
-    if mvn is None:
-        raise StackError(
-            "mvn not found (needed once to fetch the Kafka jars): apt-get install maven, "
-            "or set KAFKA_HOME to an unpacked Kafka 4.x distribution"
-        )
-    return mvn
-
-
-def kafka_classpath(config: StackConfig, deadline: float | None = None) -> str:
-    """The broker's class path: `$KAFKA_HOME/libs/*`, or the Maven-fetched cache (once)."""
-    if config.kafka_home is not None:
-        libs = config.kafka_home / "libs"
-        if not any(libs.glob("kafka_2.13-*.jar")):
-            raise StackError(
-                f"KAFKA_HOME={config.kafka_home} has no libs/kafka_2.13-*.jar: point it at an "
-                "unpacked Kafka 4.x distribution, or unset it to fetch the jars with Maven"
-            )
-        return f"{libs}/*"
-    cache = kafka_cache_dir(config.kafka_version)
-    libs, marker = cache / "libs", cache / "complete"
-    if marker.exists():
-        return f"{libs}/*"
-    mvn = find_mvn()
-    deadline = time.monotonic() + _MVN_TIMEOUT_S if deadline is None else deadline
-    with _file_lock(cache / ".lock", deadline, "another jar fetch"):
-        if marker.exists():  # fetched by whoever held the lock before us
-            return f"{libs}/*"
-        shutil.rmtree(libs, ignore_errors=True)
-        pom = cache / "pom.xml"
-        pom.write_text(
-            resources.files("streams.stack").joinpath("kafka/pom.xml").read_text("utf-8")
-        )
-        command = [
-            mvn,
-            "-q",
-            "-B",
-            "-Dstyle.color=never",
-            "-f",
-            str(pom),
-            "dependency:copy-dependencies",
-            f"-DoutputDirectory={libs}",
-            f"-Dkafka.version={config.kafka_version}",
-        ]
-        try:
-            fetch = subprocess.run(
-                command,
-                capture_output=True,
-                text=True,
-                timeout=max(deadline - time.monotonic(), 1.0),
-                check=False,
-            )
-        except subprocess.TimeoutExpired as exc:
-            raise StackError(
-                f"fetching Kafka {config.kafka_version} jars with Maven timed out: check access "
-                "to Maven Central, or set KAFKA_HOME to an unpacked Kafka 4.x distribution"
-            ) from exc
-        if fetch.returncode != 0:
-            shutil.rmtree(libs, ignore_errors=True)
-            raise StackError(
-                f"fetching Kafka {config.kafka_version} jars with Maven failed "
-                f"({' '.join(command)}):\n{_last_lines(fetch.stdout + fetch.stderr)}\n"
-                "Check the version exists on Maven Central and that it is reachable, "
-                "or set KAFKA_HOME to an unpacked Kafka 4.x distribution."
-            )
-        marker.write_text(f"{config.kafka_version}\n")
-    return f"{libs}/*"
-
-
-# ---------------------------------------------------------------------------------------
-# The stack
 
 
 @dataclass(frozen=True)
@@ -443,7 +94,7 @@ class LocalStack:
             pid_file=self.kafka_dir / "kafka.pid",
             logs=(self.kafka_dir / "logs" / "server.log", self.kafka_dir / "kafka.out"),
             port=config.kafka_port,
-            port_env="STREAMFER_KAFKA_PORT",
+            port_env=KAFKA_PORT_ENV,
             marker=(KAFKA_MAIN, str(self.server_properties)),
         )
         self.redis = _Service(
@@ -451,7 +102,7 @@ class LocalStack:
             pid_file=self.redis_dir / "redis.pid",
             logs=(self.redis_dir / "redis.log", self.redis_dir / "redis.out"),
             port=config.redis_port,
-            port_env="STREAMFER_REDIS_PORT",
+            port_env=REDIS_PORT_ENV,
             marker=("--dir", str(self.redis_dir)),
         )
 
@@ -464,8 +115,8 @@ class LocalStack:
         running = (
             kafka_pid is not None
             and redis_pid is not None
-            and _accepts(self.config.kafka_port)
-            and _accepts(self.config.redis_port)
+            and accepts(self.config.kafka_port)
+            and accepts(self.config.redis_port)
         )
         return StackStatus(
             running=running,
@@ -484,7 +135,7 @@ class LocalStack:
         """
         deadline = time.monotonic() + timeout_s
         self.home.mkdir(parents=True, exist_ok=True)
-        with _file_lock(self.home / ".lock", deadline, "another `streamfer up/down` on this home"):
+        with file_lock(self.home / ".lock", deadline, "another `streamfer up/down` on this home"):
             java = find_java()
             redis_server = find_redis_server()
             kafka_pid = self._our_pid(self.kafka)
@@ -513,7 +164,7 @@ class LocalStack:
                 self._wait_kafka(kafka_pid, deadline)
             except BaseException:
                 with contextlib.suppress(StackError):  # keep the original error for the user
-                    self._stop([pid for _, pid in started], timeout_s=10.0)
+                    stop([pid for _, pid in started], timeout_s=10.0)
                 for service, _ in started:
                     service.pid_file.unlink(missing_ok=True)
                 raise
@@ -535,9 +186,9 @@ class LocalStack:
         if not self.home.exists():
             return
         deadline = time.monotonic() + timeout_s
-        with _file_lock(self.home / ".lock", deadline, "another `streamfer up/down` on this home"):
+        with file_lock(self.home / ".lock", deadline, "another `streamfer up/down` on this home"):
             pids = [pid for s in (self.kafka, self.redis) if (pid := self._our_pid(s)) is not None]
-            self._stop(pids, timeout_s=max(deadline - time.monotonic(), 1.0))
+            stop(pids, timeout_s=max(deadline - time.monotonic(), 1.0))
             for service in (self.kafka, self.redis):
                 service.pid_file.unlink(missing_ok=True)
             (self.home / "stack.json").unlink(missing_ok=True)
@@ -545,21 +196,8 @@ class LocalStack:
     # -- identity of our processes ------------------------------------------------------
 
     def _our_pid(self, service: _Service) -> int | None:
-        """The pid in `service`'s pid file if that process is alive and really ours.
-
-        Checking the argv (which names a path under this home) guards against a stale pid
-        file whose pid the OS has since given to an unrelated process.
-        """
-        try:
-            pid = int(service.pid_file.read_text().strip())
-        except (OSError, ValueError):
-            return None
-        if pid <= 0 or not _alive(pid):
-            return None
-        args = _process_args(pid)
-        if args is None:
-            return None
-        return pid if _contains(args, service.marker) else None
+        """The pid of `service` if its pid file names a live process of this home."""
+        return pid_if_ours(service.pid_file, service.marker)
 
     def _check_running_kafka_config(self) -> None:
         try:
@@ -567,15 +205,16 @@ class LocalStack:
         except OSError:
             return
         wanted = render_server_properties(self.config, self.kafka_dir / "data")
-        if current != wanted:
+        # Settings, not comments: a reworded template must not disown a running broker.
+        if _settings(current) != _settings(wanted):
             raise StackError(
                 f"the Kafka broker of {self.home} is running with other settings (ports) than "
                 "requested: run `streamfer down` first, then `streamfer up` again"
             )
 
     def _check_running_redis_config(self, pid: int) -> None:
-        args = _process_args(pid) or []
-        if not _contains(args, ("--port", str(self.config.redis_port))):
+        args = process_args(pid) or []
+        if not args_contain(args, ("--port", str(self.config.redis_port))):
             raise StackError(
                 f"the redis-server of {self.home} is running on another port than "
                 f"{self.config.redis_port}: run `streamfer down` first, then `streamfer up` again"
@@ -584,11 +223,9 @@ class LocalStack:
     def _check_ports_free(self, services: list[_Service]) -> None:
         checks = [(s.name, s.port, s.port_env) for s in services]
         if self.kafka in services:
-            checks.append(
-                ("Kafka controller", self.config.controller_port, "STREAMFER_CONTROLLER_PORT")
-            )
+            checks.append(("Kafka controller", self.config.controller_port, CONTROLLER_PORT_ENV))
         for name, port, env in checks:
-            if not _port_free(port):
+            if not port_free(port):
                 raise StackError(
                     f"port {port} ({name}) is already in use by another process: stop it, or "
                     f"set {env} to a free port"
@@ -618,7 +255,7 @@ class LocalStack:
             "--set-proc-title",
             "no",
         ]
-        pid = _spawn_detached(args, self.redis.logs[1])
+        pid = spawn_detached(args, self.redis.logs[1])
         self.redis.pid_file.write_text(f"{pid}\n")
         return pid
 
@@ -628,9 +265,7 @@ class LocalStack:
         logs_dir.mkdir(parents=True, exist_ok=True)
         self.server_properties.write_text(render_server_properties(self.config, data_dir))
         log4j = self.kafka_dir / "log4j2.xml"
-        log4j.write_text(
-            resources.files("streams.stack").joinpath("kafka/log4j2.xml").read_text("utf-8")
-        )
+        log4j.write_text(shipped_file("log4j2.xml"))
         jvm = [f"-Dlog4j2.configurationFile={log4j}", f"-Dkafka.logs.dir={logs_dir}"]
         if not (data_dir / "meta.properties").exists():
             self._format_storage(java, classpath, jvm, deadline)
@@ -643,7 +278,7 @@ class LocalStack:
             KAFKA_MAIN,
             str(self.server_properties),
         ]
-        pid = _spawn_detached(args, self.kafka.logs[1])
+        pid = spawn_detached(args, self.kafka.logs[1])
         self.kafka.pid_file.write_text(f"{pid}\n")
         return pid
 
@@ -682,14 +317,14 @@ class LocalStack:
         if result.returncode != 0:
             raise StackError(
                 f"formatting the Kafka storage in {self.kafka_dir} failed:\n"
-                f"{_last_lines(result.stdout + result.stderr)}\n"
+                f"{last_lines(result.stdout + result.stderr)}\n"
                 f"If the data there is from another Kafka, remove {self.kafka_dir / 'data'}."
             )
 
     # -- waiting until they serve ---------------------------------------------------------
 
     def _failed(self, service: _Service, why: str) -> StackError:
-        return StackError(f"{service.name} {why}\n{_tail(list(service.logs))}")
+        return StackError(f"{service.name} {why}\n{tail(list(service.logs))}")
 
     def _wait_redis(self, pid: int, deadline: float) -> None:
         import redis
@@ -697,7 +332,7 @@ class LocalStack:
         client = redis.Redis(host=LOCALHOST, port=self.config.redis_port, socket_timeout=1.0)
         try:
             while True:
-                if not _alive(pid):
+                if not alive(pid):
                     raise self._failed(self.redis, "exited during startup")
                 with contextlib.suppress(redis.RedisError):
                     if client.ping():
@@ -714,14 +349,14 @@ class LocalStack:
         from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
         def check_alive() -> None:
-            if not _alive(pid):
+            if not alive(pid):
                 raise self._failed(self.kafka, "exited during startup")
             if time.monotonic() >= deadline:
                 raise self._failed(self.kafka, "was not ready before the timeout")
 
         # The TCP probe first keeps librdkafka from logging "connection refused" while the
         # JVM starts.
-        while not _accepts(self.config.kafka_port):
+        while not accepts(self.config.kafka_port):
             check_alive()
             time.sleep(0.1)
         admin = AdminClient({"bootstrap.servers": self.config.bootstrap_servers})
@@ -748,23 +383,7 @@ class LocalStack:
                 pass
             time.sleep(0.2)
 
-    # -- stopping -------------------------------------------------------------------------
-
-    @staticmethod
-    def _stop(pids: list[int], timeout_s: float) -> None:
-        """SIGTERM `pids`, wait up to `timeout_s`, then SIGKILL the ones still alive."""
-        for sig, wait_s in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 10.0)):
-            alive = [pid for pid in pids if _alive(pid)]
-            for pid in alive:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, sig)
-            end = time.monotonic() + wait_s
-            while alive and time.monotonic() < end:
-                time.sleep(0.05)
-                alive = [pid for pid in alive if _alive(pid)]
-            if not alive:
-                return
-        raise StackError(f"processes {pids} did not exit after SIGKILL")
+    # -- the record of a running stack -------------------------------------------------
 
     def _write_stack_json(self, kafka_pid: int, redis_pid: int) -> None:
         settings = {
@@ -782,7 +401,8 @@ class LocalStack:
         tmp.replace(target)
 
 
-def _contains(args: list[str], marker: tuple[str, ...]) -> bool:
-    """Whether `marker` occurs in `args` as consecutive entries."""
-    n = len(marker)
-    return any(tuple(args[i : i + n]) == marker for i in range(len(args) - n + 1))
+def _settings(properties: str) -> list[str]:
+    """The setting lines of a .properties text, without comments and blank lines."""
+    return [
+        line.strip() for line in properties.splitlines() if line.strip()[:1] not in ("", "#", "!")
+    ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,16 +14,36 @@ import pytest
 import redis
 from confluent_kafka import Consumer, Producer
 
+from streams.stack.config import PORT_ENVS
 from streams.stack.local import LocalStack, StackConfig
 
 pytestmark = pytest.mark.integration
 
 
+# Ports other stacks on this machine use by convention: the defaults and the `<n>9092` /
+# `<n>9093` / `<n>9379` sets of parallel dev stacks. A free one now may be taken by them later.
+_CONVENTIONAL = {9092, 9093, 6379} | {
+    base + port for base in range(10_000, 60_000, 10_000) for port in (9092, 9093, 9379)
+}
+
+
 def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
+    """`n` distinct ports free now, none of the conventional ones nor the environment's."""
+    avoid = _CONVENTIONAL | {
+        int(value) for var in PORT_ENVS.values() if (value := os.environ.get(var, "")).isdigit()
+    }
+    socks: list[socket.socket] = []
     try:
-        for sock in socks:
+        for _ in range(100 * n):  # bounded: the ephemeral range is far larger than `avoid`
+            if len(socks) == n:
+                break
+            sock = socket.socket()
             sock.bind(("127.0.0.1", 0))
+            if sock.getsockname()[1] in avoid:
+                sock.close()
+            else:
+                socks.append(sock)  # held open, so the next bind gets another port
+        assert len(socks) == n, "no free ports outside the conventional ones"
         return [int(sock.getsockname()[1]) for sock in socks]
     finally:
         for sock in socks:
@@ -135,3 +156,47 @@ def test_restart_reuses_formatted_storage(local: LocalStack) -> None:
     second = local.up()
     assert second.running and second.kafka_pid != first.kafka_pid
     assert (local.kafka_dir / "cluster.id").read_text() == cluster_id
+
+
+def _streamfer(args: list[str], config: StackConfig) -> subprocess.CompletedProcess[str]:
+    """`streamfer <args>` as a shell would run it, pointed at `config` by the environment."""
+    env = {
+        **os.environ,
+        "STREAMFER_HOME": str(config.home),
+        "STREAMFER_KAFKA_PORT": str(config.kafka_port),
+        "STREAMFER_CONTROLLER_PORT": str(config.controller_port),
+        "STREAMFER_REDIS_PORT": str(config.redis_port),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "streams", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=False,
+    )
+
+
+def test_cli_up_prints_only_the_exports_on_stdout(local: LocalStack) -> None:
+    config = local.config
+    exports = [
+        f"export STREAMFER_BOOTSTRAP={config.bootstrap_servers}",
+        f"export STREAMFER_REDIS_URL={config.redis_url}",
+    ]
+    first = _streamfer(["up"], config)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.splitlines() == exports  # what `exports=$(streamfer up)` evaluates
+    assert len(first.stderr.splitlines()) == 1, first.stderr  # one status line, no chatter
+    assert first.stderr.startswith("local stack started: kafka pid ")
+
+    again = _streamfer(["up"], config)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.splitlines() == exports
+    assert again.stderr.startswith("local stack already running: ")
+
+    status = _streamfer(["status"], config)
+    assert status.returncode == 0 and status.stdout.startswith("running=True ")
+
+    down = _streamfer(["down"], config)
+    assert down.returncode == 0, down.stderr
+    assert _streamfer(["status"], config).returncode == 1

@@ -8,11 +8,13 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from streams.stack import local as stack
+from streams.stack.config import new_cluster_id, render_server_properties
+from streams.stack.discovery import kafka_cache_dir, kafka_classpath
 from streams.stack.local import LocalStack, StackConfig, StackError
 
 
@@ -86,9 +88,11 @@ def test_from_env_bad_port_names_the_variable(raw: str) -> None:
         StackConfig.from_env({"STREAMFER_REDIS_PORT": raw})
 
 
-def test_ports_must_differ() -> None:
-    with pytest.raises(StackError, match="ports must differ"):
+def test_ports_must_differ_and_the_error_names_the_variables() -> None:
+    with pytest.raises(StackError, match="ports must differ") as info:
         StackConfig(kafka_port=9092, controller_port=9092)
+    for var in ("STREAMFER_KAFKA_PORT", "STREAMFER_CONTROLLER_PORT", "STREAMFER_REDIS_PORT"):
+        assert var in str(info.value)
 
 
 @pytest.mark.parametrize("version", ["3.9.0", "latest", "4"])
@@ -101,7 +105,7 @@ def test_server_properties_single_node_with_transactions(tmp_path: Path) -> None
     config = StackConfig(kafka_port=19092, controller_port=19093)
     props = dict(
         line.split("=", 1)
-        for line in stack.render_server_properties(config, tmp_path / "data").splitlines()
+        for line in render_server_properties(config, tmp_path / "data").splitlines()
         if line and not line.startswith("#")
     )
     assert props["process.roles"] == "broker,controller"
@@ -121,13 +125,11 @@ def test_server_properties_single_node_with_transactions(tmp_path: Path) -> None
 
 
 def test_jar_cache_follows_xdg_cache_home() -> None:
-    assert stack.kafka_cache_dir("4.1.1", {"XDG_CACHE_HOME": "/c"}) == Path(
-        "/c/streamfer/kafka-4.1.1"
-    )
+    assert kafka_cache_dir("4.1.1", {"XDG_CACHE_HOME": "/c"}) == Path("/c/streamfer/kafka-4.1.1")
 
 
 def test_cluster_id_is_kraft_shaped() -> None:
-    ids = {stack.new_cluster_id() for _ in range(50)}
+    ids = {new_cluster_id() for _ in range(50)}
     assert len(ids) == 50
     assert all(len(i) == 22 and not i.startswith("-") for i in ids)
 
@@ -163,14 +165,14 @@ def test_missing_mvn_only_matters_without_cached_jars(tmp_path: Path, bin_dir: P
 def test_kafka_home_without_jars_is_explained(tmp_path: Path) -> None:
     config = StackConfig(kafka_home=tmp_path / "not-kafka")
     with pytest.raises(StackError, match=r"KAFKA_HOME=.*libs/kafka_2\.13"):
-        stack.kafka_classpath(config)
+        kafka_classpath(config)
 
 
 def test_kafka_home_libs_are_used(tmp_path: Path) -> None:
     libs = tmp_path / "kafka" / "libs"
     libs.mkdir(parents=True)
     (libs / "kafka_2.13-4.1.1.jar").touch()
-    assert stack.kafka_classpath(StackConfig(kafka_home=tmp_path / "kafka")) == f"{libs}/*"
+    assert kafka_classpath(StackConfig(kafka_home=tmp_path / "kafka")) == f"{libs}/*"
 
 
 def test_port_taken_by_someone_else_names_port_and_variable(tmp_path: Path) -> None:
@@ -210,3 +212,16 @@ def test_status_of_a_fresh_home_is_cheap_and_down(tmp_path: Path) -> None:
     status = LocalStack(_config(tmp_path / "never-started")).status()
     assert not status.running
     assert not (tmp_path / "never-started").exists()
+
+
+def test_a_running_broker_is_judged_by_its_settings_not_its_comments(tmp_path: Path) -> None:
+    local = LocalStack(_config(tmp_path / "home"))
+    rendered = render_server_properties(local.config, local.kafka_dir / "data")
+    local.kafka_dir.mkdir(parents=True)
+    local.server_properties.write_text("# written by an older streamfer\n\n" + rendered)
+    local._check_running_kafka_config()  # same settings: kept
+    ports = (local.config.kafka_port, local.config.controller_port, local.config.redis_port)
+    other = replace(local.config, kafka_port=min(ports) - 1)  # differs from all three
+    local.server_properties.write_text(render_server_properties(other, local.kafka_dir / "data"))
+    with pytest.raises(StackError, match=r"other settings.*streamfer down"):
+        local._check_running_kafka_config()

@@ -1,0 +1,143 @@
+"""What the local stack is asked to be: home, ports and Kafka version, read from the environment.
+
+Pure values and their validation, shared by the CLI (help texts, overrides) and `LocalStack`;
+nothing here looks for binaries or touches processes.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import string
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+DEFAULT_KAFKA_VERSION = "4.1.1"
+LOCALHOST = "127.0.0.1"
+
+# The variables `StackConfig.from_env` reads, named once so that error messages and the
+# CLI's help texts cannot drift from what is actually read.
+HOME_ENV = "STREAMFER_HOME"
+KAFKA_PORT_ENV = "STREAMFER_KAFKA_PORT"
+CONTROLLER_PORT_ENV = "STREAMFER_CONTROLLER_PORT"
+REDIS_PORT_ENV = "STREAMFER_REDIS_PORT"
+KAFKA_VERSION_ENV = "STREAMFER_KAFKA_VERSION"
+KAFKA_HOME_ENV = "KAFKA_HOME"
+PORT_ENVS = {
+    "kafka_port": KAFKA_PORT_ENV,
+    "controller_port": CONTROLLER_PORT_ENV,
+    "redis_port": REDIS_PORT_ENV,
+}
+
+_VERSION_RE = re.compile(r"^(\d+)\.(\d+)\.(\d+)(?:[.-][0-9A-Za-z.-]+)?$")
+
+
+class StackError(Exception):
+    """A user-facing failure of the local stack: names what is wrong and how to fix it."""
+
+
+def parse_port(name: str, raw: str) -> int:
+    """`raw` as a TCP port; a StackError naming the variable `name` otherwise."""
+    try:
+        port = int(raw)
+    except ValueError:
+        port = -1
+    if not 1 <= port <= 65535:
+        raise StackError(f"{name}={raw!r} is not a port number: set it to an integer 1-65535")
+    return port
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    """Where the stack keeps its state, the ports it listens on and the Kafka it runs."""
+
+    home: Path = Path(".streamfer")
+    kafka_port: int = 9092
+    controller_port: int = 9093
+    redis_port: int = 6379
+    kafka_home: Path | None = None
+    kafka_version: str = DEFAULT_KAFKA_VERSION
+
+    def __post_init__(self) -> None:
+        ports = {name: getattr(self, name) for name in PORT_ENVS}
+        for name, port in ports.items():
+            if not 1 <= port <= 65535:
+                raise StackError(f"{name}={port} is not a port number (1-65535)")
+        if len(set(ports.values())) != len(ports):
+            given = ", ".join(f"{name}={port}" for name, port in ports.items())
+            raise StackError(
+                f"the stack's ports must differ, got {given}: set {', '.join(PORT_ENVS.values())} "
+                "(or the matching `streamfer up` options) to three different ports"
+            )
+        match = _VERSION_RE.match(self.kafka_version)
+        if match is None or int(match.group(1)) < 4:
+            raise StackError(
+                f"kafka_version={self.kafka_version!r} is not a Kafka 4.x+ version "
+                f"(e.g. {DEFAULT_KAFKA_VERSION}): set {KAFKA_VERSION_ENV} accordingly"
+            )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> StackConfig:
+        """Build the config from STREAMFER_* and KAFKA_HOME variables; unset or empty = default."""
+        env = os.environ if environ is None else environ
+
+        def get(name: str) -> str | None:
+            value = env.get(name, "").strip()
+            return value or None
+
+        kwargs: dict[str, object] = {}
+        if (home := get(HOME_ENV)) is not None:
+            kwargs["home"] = Path(home).expanduser()
+        for key, var in PORT_ENVS.items():
+            if (raw := get(var)) is not None:
+                kwargs[key] = parse_port(var, raw)
+        if (kafka_home := get(KAFKA_HOME_ENV)) is not None:
+            kwargs["kafka_home"] = Path(kafka_home).expanduser()
+        if (version := get(KAFKA_VERSION_ENV)) is not None:
+            kwargs["kafka_version"] = version
+        return cls(**kwargs)  # type: ignore[arg-type]
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"{LOCALHOST}:{self.kafka_port}"
+
+    @property
+    def redis_url(self) -> str:
+        return f"redis://{LOCALHOST}:{self.redis_port}/0"
+
+
+@dataclass(frozen=True)
+class StackStatus:
+    """What `status()` and `up()` report; `running` only when both services serve."""
+
+    running: bool
+    bootstrap_servers: str
+    redis_url: str
+    kafka_pid: int | None
+    redis_pid: int | None
+
+
+def shipped_file(name: str) -> str:
+    """The text of a file shipped in `streams/stack/kafka/` (package data)."""
+    return resources.files("streams.stack").joinpath(f"kafka/{name}").read_text("utf-8")
+
+
+def render_server_properties(config: StackConfig, data_dir: Path) -> str:
+    """The broker's server.properties: the shipped template with this config's ports."""
+    return string.Template(shipped_file("server.properties")).substitute(
+        kafka_port=config.kafka_port,
+        controller_port=config.controller_port,
+        data_dir=str(data_dir),
+    )
+
+
+def new_cluster_id() -> str:
+    """A KRaft cluster id: 16 random bytes, URL-safe base64 without padding (22 chars)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cluster_id.startswith("-"):  # Kafka's own generator avoids these too
+            return cluster_id
