@@ -232,10 +232,13 @@ class Connections(_Frozen):
             if key.startswith("STREAMFER_RDKAFKA_")
         }
         return cls(
+            # An empty variable means unset, as for every STREAMFER_* variable.
             bootstrap=bootstrap
-            or os.environ.get("STREAMFER_BOOTSTRAP", cls.model_fields["bootstrap"].default),
+            or os.environ.get("STREAMFER_BOOTSTRAP")
+            or cls.model_fields["bootstrap"].default,
             redis_url=redis_url
-            or os.environ.get("STREAMFER_REDIS_URL", cls.model_fields["redis_url"].default),
+            or os.environ.get("STREAMFER_REDIS_URL")
+            or cls.model_fields["redis_url"].default,
             kafka=extra,
             snapshot_key=os.environ.get(SNAPSHOT_KEY_ENV) or None,
         )
