@@ -19,7 +19,7 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
     # Imported here so `streamfer --help` does not load onnxruntime, River and faust.
     from inference.adaptation import SnapshotKeyMissing
     from inference.onnx_model import ModelLoadError
-    from streams.learner.app import LearnerError
+    from streams.learner.errors import LearnerError
     from streams.learner.process import LearnerProcessError
     from streams.ops.lag import LagReadError
     from streams.ops.rebuild import RebuildError

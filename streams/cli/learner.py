@@ -9,13 +9,23 @@ import orjson
 import typer
 
 from streams.cli.errors import err, out, setup_logging, user_errors
-from streams.cli.options import BootstrapOpt, RedisOpt, SpecOpt, VerboseOpt
+from streams.cli.options import (
+    BootstrapOpt,
+    JsonOpt,
+    NameOpt,
+    RedisOpt,
+    SpecOpt,
+    VerboseOpt,
+)
 
 
 def learn(
     spec: SpecOpt,
+    name: NameOpt = None,
     web_host: Annotated[str, typer.Option(help="bind address of the web views")] = "127.0.0.1",
-    web_port: Annotated[int, typer.Option(help="port of /adaptation/ and /metrics")] = 6066,
+    web_port: Annotated[
+        int, typer.Option(help="port of /adaptation/ and /metrics (0: a free one, printed)")
+    ] = 6066,
     idle_exit: Annotated[
         float | None, typer.Option(help="stop after this many seconds without labels")
     ] = None,
@@ -38,7 +48,7 @@ def learn(
 
     setup_logging(verbose)
     with user_errors():
-        pipeline = load_spec(spec)
+        pipeline = load_spec(spec, prefix=name)
         connections = Connections.from_env(bootstrap=bootstrap, redis_url=redis_url)
         try:
             learner = Learner(
@@ -55,12 +65,14 @@ def learn(
             err.print(
                 f"learning from '{pipeline.topics.labels}' "
                 f"(mode {learner.adaptation.mode.value}); web views on "
-                f"http://{web_host}:{web_port}/adaptation/"
+                f"http://{web_host}:{learner.web_port}/adaptation/"
                 + (
                     f"; continuing from snapshot {learner.resumed_from}"
                     if learner.resumed_from
                     else ""
-                )
+                ),
+                highlight=False,
+                soft_wrap=True,
             )
             learner.run()
         except redis.ConnectionError as exc:
@@ -74,42 +86,66 @@ def learn(
 
 def report(
     spec: SpecOpt,
+    name: NameOpt = None,
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="PNG path (default: <name>-report.png)")
     ] = None,
-    json_out: Annotated[
-        Path | None, typer.Option("--json", help="also write the rows as JSON here")
+    as_json: JsonOpt = False,
+    json_file: Annotated[
+        Path | None, typer.Option("--json-file", help="also write the report as JSON here")
     ] = None,
+    timeout: Annotated[
+        float, typer.Option(help="seconds to read each topic to its end offsets")
+    ] = 60.0,
     bootstrap: BootstrapOpt = None,
 ) -> None:
-    """Prequential metrics over time (ONNX, River, final): a table and a PNG plot."""
+    """Prequential metrics over time: what the workers served (ONNX, River, final) beside the
+    learner's own predict-then-learn; a table (or --json) and a PNG plot."""
+    from rich.console import Console
+
     from streams.learner.report import (
         build_report,
         changelog_topic,
         plot_report,
         print_report,
+        read_served,
         read_table,
     )
     from streams.spec import Connections, load_spec
 
     with user_errors():
-        pipeline = load_spec(spec)
-        items = read_table(Connections.from_env(bootstrap=bootstrap), pipeline)
-    if not items:
+        pipeline = load_spec(spec, prefix=name)
+        connections = Connections.from_env(bootstrap=bootstrap)
+        items = read_table(connections, pipeline, timeout_s=timeout)
+        served = read_served(connections, pipeline, timeout_s=timeout)
+    if not items and not served.joined:
         err.print(
-            f"no prequential metrics yet for '{pipeline.name}' (topic "
-            f"{changelog_topic(pipeline)} is missing or empty): run `streamfer learn` first"
+            f"no prequential metrics yet for '{pipeline.name}': topic "
+            f"{changelog_topic(pipeline)} is missing or empty and no label of "
+            f"{pipeline.topics.labels} matches a prediction in {pipeline.topics.predictions}: "
+            "run the pipeline and `streamfer learn` first",
+            highlight=False,
         )
         raise typer.Exit(1)
     adaptation = pipeline.adaptation
-    rows = build_report(items, adaptation.task.value)
+    rows = build_report(
+        items,
+        served,
+        window_ms=adaptation.metrics_window,
+        river_served=adaptation.mode.value != "off",
+    )
     title = f"{pipeline.name}: prequential metrics ({adaptation.mode.value} mode)"
-    print_report(rows, out, title)
+    if as_json:
+        print(orjson.dumps(rows).decode(), flush=True)
+    else:
+        # Piped output keeps each row on one line, however wide the table.
+        console = out if out.is_terminal else Console(width=10_000, soft_wrap=True)
+        print_report(rows, console, title)
     png = plot_report(rows, output or Path(f"{pipeline.name}-report.png"), title)
-    err.print(f"plot written to {png}")
-    if json_out is not None:
-        json_out.write_bytes(orjson.dumps(rows, option=orjson.OPT_INDENT_2))
-        err.print(f"rows written to {json_out}")
+    err.print(f"plot written to {png}", highlight=False)
+    if json_file is not None:
+        json_file.write_bytes(orjson.dumps(rows, option=orjson.OPT_INDENT_2))
+        err.print(f"report written to {json_file}", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import pickle
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,17 +23,19 @@ from inference.adaptation import (
     OnlineLearner,
     SnapshotStore,
 )
-from inference.prequential import WindowMetrics
-from streams.learner.app import merged_windows
-from streams.learner.report import build_report, plot_report, read_table
+from inference.prequential import WindowMetrics, window_start
+from streams.learner.report import read_table
+from streams.learner.tables import merged_windows
 from streams.ops.topics import ensure_topics
 from streams.spec import Connections
 from streams.worker.alerts import AlertSink
 from streams.workloads.producing import produce_events
-from streams.workloads.replay import feature_matrix
+from streams.workloads.replay import LabelledRow, feature_matrix
 from tests.integration.harness import read_json, start_worker
 from tests.integration.test_learner import (
     SNAPSHOT_KEY,
+    consumed_to,
+    end_offsets,
     produce_labels,
     setup_pipeline,
     start_learner,
@@ -64,6 +68,43 @@ def accuracy_between(
     return result
 
 
+def streamfer_report(conn: Connections, spec_file: Path, png: Path) -> dict[str, Any]:
+    """`streamfer report --json` as a user runs it: the one JSON document on stdout."""
+    done = subprocess.run(
+        [sys.executable, "-m", "streams", "report", "-s", str(spec_file), "--json", "-o", str(png)],
+        env={**os.environ, "STREAMFER_BOOTSTRAP": conn.bootstrap},
+        capture_output=True,
+        timeout=180,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    return dict(orjson.loads(done.stdout))
+
+
+def served_by_window(
+    predictions: list[dict[str, Any]], labelled: list[LabelledRow], size_ms: int
+) -> dict[int, dict[str, list[float]]]:
+    """Per window of the prediction's event time: the labels and each output the workers
+    published for them (River only where a worker had a snapshot)."""
+    label_of = {str(r.event["event_id"]): r.label for r in labelled}
+    out: dict[int, dict[str, list[float]]] = {}
+    for p in predictions:
+        y = label_of[str(p["event_id"])]
+        c = out.setdefault(window_start(int(p["event_time"]), size_ms), {})
+        for name, value in (
+            ("y", y),
+            ("onnx", p["scores"]["onnx"]),
+            ("final", p["score"]),
+            ("river", p["scores"].get("river")),
+        ):
+            c.setdefault(name, [])
+            c.setdefault(f"{name}_y", [])
+            if value is not None:
+                c[name].append(value)
+                c[f"{name}_y"].append(y)
+    return out
+
+
 def test_abrupt_drift_final_catches_up_with_river_and_alerts(
     tmp_path: Path, conn: Connections, unique: str
 ) -> None:
@@ -85,25 +126,47 @@ def test_abrupt_drift_final_catches_up_with_river_and_alerts(
                 return bool(status["labels_seen"] >= sent - 200)
 
             learner.wait(caught_up, 60, "the learner")
-        learner.wait(
-            lambda s: s["labels_seen"] == len(replayed) and s["pending"] == 0, 60, "all labels"
-        )
-        status = learner.wait(lambda s: True, 10, "status")
+        assert spec.topics.labels
+        status = learner.wait(consumed_to(end_offsets(conn, spec.topics.labels)), 60, "labels")
     finally:
         worker.stop()
         learner.stop()
     assert worker.join().predictions == len(replayed)
     assert status["expired"] == 0, "a label found no logged prediction"
+    assert status["labels_seen"] == len(replayed)
 
     # every prediction names its adaptation version once River snapshots exist
     predictions = read_json(conn, spec.topics.predictions, expected=len(replayed))
     last = max(predictions, key=lambda p: int(p["event_id"]))
     assert last["adaptation_version"] is not None and "river" in last["scores"]
 
+    # `streamfer report --json`: the served outputs, recomputed here from the two topics …
+    png = tmp_path / "report.png"
+    report = streamfer_report(conn, spec_file, png)
+    expected = served_by_window(predictions, replayed, spec.adaptation.metrics_window)
+    assert report["served_join"] == {
+        "labels": len(replayed),
+        "joined": len(replayed),
+        "unmatched": 0,
+    }
+    assert {w["start_ms"] for w in report["windows"]} == set(expected)
+    threshold = spec.model.threshold
+    for window in report["windows"]:
+        outputs = expected[window["start_ms"]]
+        assert window["served"]["labels"] == len(outputs["y"])
+        for name in ("onnx", "river", "final"):
+            y, p = np.array(outputs[f"{name}_y"]), np.array(outputs[name])
+            served = window["served"][name]
+            assert served["n"] == len(y), (window["start_ms"], name)
+            if len(y):
+                hits = ((p >= threshold) == (y >= 0.5)).mean()
+                assert served["accuracy"] == pytest.approx(hits, abs=1e-12)
+    # … beside the learner's own predict-then-learn, which counted every label once
+    assert sum(w["learner"]["labels"] for w in report["windows"]) == len(replayed)
+    assert png.stat().st_size > 10_000
+
     # prequential metrics, as `streamfer report` reads them back from the table's changelog
     items = read_table(conn, spec)
-    report = build_report(items, "classification")
-    assert sum(w["labels"] for w in report["windows"]) == len(rows) - TRAIN_ROWS
     windows = merged_windows(items, "classification")
     t = [r.event_time_ms for r in rows]
     before = accuracy_between(windows, "onnx", t[TRAIN_ROWS], t[DRIFT_AT])
@@ -114,7 +177,6 @@ def test_abrupt_drift_final_catches_up_with_river_and_alerts(
     assert before - after >= 0.10, "the offline model must degrade after the drift"
     assert abs(final - river) <= 0.03, f"final {final:.3f} vs River-only {river:.3f}"
     assert final >= after + 0.08, "adaptation must beat the stale model after the drift"
-    assert plot_report(report, tmp_path / "report.png", "drift").stat().st_size > 10_000
 
     # the drift was detected on the ONNX model's error stream and published
     assert spec.topics.alerts
@@ -156,7 +218,16 @@ def test_tampered_snapshot_is_refused_previous_kept_and_alert_published(
 
     assert spec.topics.alerts
     alerts = AlertSink(conn, spec.topics.alerts, "test-worker")
-    adapter = Adapter.open(spec.adaptation, client, spec.namespace, names, alerts.send)
+    # Every poll checks Redis (no throttle): this test is about what a check does.
+    adapter = Adapter.open(
+        spec.adaptation,
+        client,
+        spec.namespace,
+        names,
+        alerts.send,
+        key=SNAPSHOT_KEY,
+        poll_interval_s=0.0,
+    )
     assert adapter.version == str(v1)
     before = adapter.score(X[300:], onnx[300:])
 

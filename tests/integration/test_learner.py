@@ -10,7 +10,6 @@ worker) are shared with test_adaptation_drift.py.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ import numpy as np
 import pytest
 import redis
 import yaml
+from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from inference.adaptation import (
@@ -131,6 +131,7 @@ class ScoringLoop:
             spec.namespace,
             spec.features.names,
             alert,
+            key=SNAPSHOT_KEY,
         )
         self.log = PredictionLog(
             client, spec.namespace, spec.features.names, spec.prediction_log.horizon
@@ -162,6 +163,36 @@ def produce_labels(conn: Connections, spec: PipelineSpec, rows: Sequence[Labelle
     produce_events(conn, spec.topics.labels, labels, key_field="event_id")
 
 
+def end_offsets(conn: Connections, topic: str) -> dict[int, int]:
+    """Each partition's high watermark: where a learner that consumed everything stands."""
+    consumer = Consumer(conn.kafka_config(**{"group.id": "end-offsets"}))
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        return {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            for p in partitions
+        }
+    finally:
+        consumer.close()
+
+
+def consumed_to(ends: dict[int, int]) -> Callable[[dict[str, Any]], bool]:
+    """A status predicate: every label up to `ends` consumed and none waiting in retry, so
+    nothing more can be learned (anything learned twice would already be counted)."""
+
+    def done(status: dict[str, Any]) -> bool:
+        partitions = status["offsets"]["partitions"]
+        return status["pending"] == 0 and all(
+            str(p) in partitions
+            and partitions[str(p)]["next"] >= end
+            and not partitions[str(p)]["pending"]
+            for p, end in ends.items()
+            if end > 0
+        )
+
+    return done
+
+
 def create_topic(conn: Connections, name: str, partitions: int) -> None:
     admin = AdminClient(conn.kafka_config())
     for future in admin.create_topics([NewTopic(name, partitions, 1)]).values():
@@ -190,6 +221,8 @@ def test_learner_sigkill_restart_loses_no_label_and_continues_from_snapshot(
     tmp_path: Path, conn: Connections, unique: str
 ) -> None:
     n = 3000
+    before_kill = 2000  # labels published before the kill …
+    kill_after = before_kill // 2  # … of which at least this many are learned first
     spec, spec_file, all_rows = setup_pipeline(tmp_path, unique, n + 300, n + 300, 300)
     rows = all_rows[300:]
     assert spec.topics.labels
@@ -204,8 +237,8 @@ def test_learner_sigkill_restart_loses_no_label_and_continues_from_snapshot(
     learner = start_learner(spec_file, conn)
     try:
         learner.wait(lambda s: True, 60, "the learner's web view")
-        produce_labels(conn, spec, rows[:2000])
-        learner.wait(lambda s: s["labels_seen"] >= 1000, 60, "1000 labels learned")
+        produce_labels(conn, spec, rows[:before_kill])
+        learner.wait(lambda s: s["labels_seen"] >= kill_after, 60, f"{kill_after} labels learned")
         learner.kill()
         killed_at = store.latest_version()
         assert killed_at is not None
@@ -214,14 +247,12 @@ def test_learner_sigkill_restart_loses_no_label_and_continues_from_snapshot(
     finally:
         learner.stop()
 
-    produce_labels(conn, spec, rows[2000:])  # arrive while no learner runs
+    produce_labels(conn, spec, rows[before_kill:])  # arrive while no learner runs
+    ends = end_offsets(conn, spec.topics.labels)
+    assert sum(ends.values()) == n
     learner = start_learner(spec_file, conn)
     try:
-        status = learner.wait(
-            lambda s: s["labels_seen"] >= n and s["pending"] == 0, 120, "every label learned"
-        )
-        time.sleep(1.5)  # anything learned twice would show up by now
-        status = learner.wait(lambda s: True, 10, "status")
+        status = learner.wait(consumed_to(ends), 120, "every label consumed")
     finally:
         learner.stop()
 
@@ -270,7 +301,7 @@ def test_learner_started_before_its_topics_exist_co_partitions_the_changelog(
     try:
         learner.wait(lambda s: True, 60, "the learner's web view")
         produce_labels(conn, spec, rows)
-        learner.wait(lambda s: s["labels_seen"] == len(rows), 60, "every label learned")
+        status = learner.wait(consumed_to(end_offsets(conn, spec.topics.labels)), 60, "labels")
     finally:
         learner.stop()
     topics = AdminClient(conn.kafka_config()).list_topics(timeout=10).topics
@@ -279,3 +310,4 @@ def test_learner_started_before_its_topics_exist_co_partitions_the_changelog(
     assert changelogs, sorted(n for n in topics if unique in n)
     assert len(topics[spec.topics.labels].partitions) == 2
     assert all(len(topics[n].partitions) == 2 for n in changelogs)
+    assert status["labels_seen"] == len(rows)

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 
-from streams.learner.app import LearnerError, faust_broker_credentials
+from streams.learner.errors import LearnerError
+from streams.learner.faust_settings import faust_broker_credentials
 from streams.spec import Connections
 
 

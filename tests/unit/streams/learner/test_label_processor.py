@@ -8,17 +8,11 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from inference.adaptation import OnlineLearner
-from streams.learner.app import (
-    DictTable,
-    LabelProcessor,
-    LabelRecord,
-    OffsetRanges,
-    PartitionProgress,
-    parse_label,
-    restore_progress,
-    totals,
-)
+from inference.adaptation.learner import OnlineLearner
+from streams.learner.labels import LabelRecord, parse_label
+from streams.learner.offsets import OffsetRanges, PartitionProgress, restore_progress
+from streams.learner.processor import LabelProcessor
+from streams.learner.tables import DictTable, totals
 from streams.spec import PipelineSpec, parse_spec
 from streams.worker.prediction_log import LoggedPrediction
 from tests.integration.harness import spec_dict
