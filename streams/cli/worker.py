@@ -6,8 +6,9 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from streams.cli.errors import UserError, err, setup_logging, user_errors
-from streams.cli.options import BootstrapOpt, RedisOpt, SpecOpt, VerboseOpt
+from streams.cli.errors import UserError, user_errors
+from streams.cli.options import BootstrapOpt, JsonOpt, NameOpt, RedisOpt, SpecOpt, VerboseOpt
+from streams.cli.output import emit_json, err, setup_logging
 
 if TYPE_CHECKING:
     from streams.spec import Connections
@@ -36,6 +37,8 @@ def run(
     idle_exit: Annotated[
         float | None, typer.Option(help="stop after this many idle seconds")
     ] = None,
+    name: NameOpt = None,
+    as_json: JsonOpt = False,
     bootstrap: BootstrapOpt = None,
     redis_url: RedisOpt = None,
     verbose: VerboseOpt = False,
@@ -47,7 +50,7 @@ def run(
 
     setup_logging(verbose)
     with user_errors():
-        pipeline = load_spec(spec)
+        pipeline = load_spec(spec, prefix=name)
         connections = Connections.from_env(bootstrap=bootstrap, redis_url=redis_url)
         check_redis(connections)
         ensure_topics(connections, pipeline)
@@ -57,10 +60,27 @@ def run(
             metrics_port=metrics_port,
             max_events=max_events,
             idle_exit_s=idle_exit,
+            name_prefix=name,
         )
         result = run_workers(spec, connections, options, workers)
     if isinstance(result, int):
         raise typer.Exit(result)
+    if as_json:
+        emit_json(
+            {
+                "pipeline": pipeline.name,
+                "events": result.events_in,
+                "predictions": result.predictions,
+                "dead_letters": result.dead_letters,
+                "late": result.late,
+                "replayed": result.replayed,
+                "batches": result.batches,
+                "aborted_batches": result.aborted_batches,
+                "events_per_s": round(result.events_per_s, 1),
+                "model_versions": sorted(result.model_versions),
+            }
+        )
+        return
     err.print(
         f"{result.events_in} events, {result.predictions} predictions, "
         f"{result.dead_letters} dead letters, {result.events_per_s:,.0f} events/s"

@@ -1,1 +1,1 @@
-"""events"""
+"""Bytes ↔ records: event validation (schema), decoding and encoding (codec), dead letters."""

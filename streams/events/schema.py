@@ -174,6 +174,11 @@ class EventValidator:
         self._max_future_ms = None if schema.max_future is None else schema.max_future
         self._entities = schema.entities
 
+    @property
+    def schema(self) -> EventSchema:
+        """The schema events are checked against (its id, entity and key fields too)."""
+        return self._schema
+
     def validate(self, event: Any, now_ms: int) -> tuple[dict[str, Any], int]:
         if not isinstance(event, dict):
             raise InvalidEvent(

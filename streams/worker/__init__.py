@@ -1,1 +1,1 @@
-"""worker"""
+"""`streamfer run`: the wiring (pipeline), the pure scoring core, consume, deliver, supervise."""

@@ -9,6 +9,7 @@ import orjson
 from confluent_kafka import Producer
 
 from streams.spec import Connections
+from streams.worker.kafka_log import BrokerLink, producer_settings
 
 log = logging.getLogger(__name__)
 
@@ -16,10 +17,20 @@ log = logging.getLogger(__name__)
 class AlertSink:
     """JSON alerts (e.g. a refused snapshot) to the spec's alerts topic, or the log only."""
 
-    def __init__(self, connections: Connections, topic: str | None, source: str) -> None:
+    def __init__(
+        self,
+        connections: Connections,
+        topic: str | None,
+        source: str,
+        *,
+        link: BrokerLink | None = None,
+    ) -> None:
         self._topic = topic
         self._source = source
-        self._producer = Producer(connections.kafka_config(**{"linger.ms": 50})) if topic else None
+        self._producer: Producer | None = None
+        if topic:
+            config = producer_settings(connections.kafka_config(**{"linger.ms": 50}))
+            self._producer = Producer((link or BrokerLink()).client_config(config))
 
     def send(self, alert: dict[str, Any]) -> None:
         log.error("alert: %s", alert)

@@ -2,7 +2,9 @@
 
 `consume(num_messages=max_size, timeout=max_wait)` returns when the batch is full or the
 wait is over, so batching costs no Python per message. Rebalance callbacks are forwarded
-to the delivery strategy, which knows what is in flight.
+to the delivery strategy, which knows what is in flight. Nothing here blocks without a
+bound: commits are asynchronous, and `close()` leaves the final commit of the stored
+offsets to librdkafka's own close (bounded by the session timeout).
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+
+from streams.worker.kafka_log import BrokerLink, consumer_settings
 
 log = logging.getLogger(__name__)
 
@@ -56,12 +60,15 @@ class BatchConsumer:
         on_assign: RebalanceHook | None = None,
         on_revoke: RebalanceHook | None = None,
         on_lost: RebalanceHook | None = None,
+        link: BrokerLink | None = None,
     ) -> None:
-        self._consumer = Consumer(config)
+        self._link = link or BrokerLink()
+        self._consumer = Consumer(self._link.client_config(consumer_settings(config)))
         self._max_size = max_size
         self._max_wait_s = max_wait_s
         self._hooks = (on_assign, on_revoke, on_lost)
         self._paused = False
+        self._closing = False
         self._consumer.subscribe(
             list(topics), on_assign=self._assigned, on_revoke=self._revoked, on_lost=self._lost
         )
@@ -69,6 +76,11 @@ class BatchConsumer:
     @property
     def raw(self) -> Consumer:
         return self._consumer
+
+    @property
+    def closing(self) -> bool:
+        """True once `close()` began (its revoke callback runs inside it)."""
+        return self._closing
 
     def _assigned(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.info("assigned %s", [(p.topic, p.partition) for p in partitions])
@@ -102,6 +114,8 @@ class BatchConsumer:
             if first is not None:
                 messages = [first, *consumer.consume(self._max_size - 1, 0)]
         wait_s = time.perf_counter() - started
+        if messages and self._link.down:
+            self._link.up()
         good: list[Message] = []
         for msg in messages:
             err = msg.error()
@@ -154,11 +168,26 @@ class BatchConsumer:
             self._consumer.store_offsets(offsets=mine)
 
     def commit(self) -> None:
+        """Commit the stored offsets now, without waiting for the broker's answer.
+
+        A synchronous commit has no timeout and, inside the revoke callback of `close()`
+        while the group rebalances, never returned. The request is sent before the revoke
+        callback returns, i.e. while the partitions are still ours; during `close()` it is
+        left out, since librdkafka's close commits the stored offsets itself.
+        """
+        if self._closing:
+            return
         try:
-            self._consumer.commit(asynchronous=False)
+            self._consumer.commit(asynchronous=True)
         except KafkaException as exc:
             if exc.args[0].code() != KafkaError._NO_OFFSET:
                 raise
 
+    def group_metadata(self) -> Any:
+        """The group's metadata, for `send_offsets_to_transaction`."""
+        return self._consumer.consumer_group_metadata()
+
     def close(self) -> None:
+        """Revoke (the hooks run), commit the stored offsets, leave the group."""
+        self._closing = True
         self._consumer.close()

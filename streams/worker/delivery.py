@@ -12,6 +12,10 @@ records) and decide when its source offsets count as done:
   prediction exactly once. A batch whose transaction aborts raises `BatchAborted`; the
   pipeline rewinds and scores it again (the feature store answers replays from records,
   so state is not double-counted).
+
+Outputs see the consumer only through `SourceOffsets` (store, commit, group metadata), which
+`BatchConsumer` implements. On the revoke and shutdown paths every wait has a bound: what
+the broker has not acknowledged by then is not marked done, so it is consumed again.
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ from typing import Any, Protocol
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
 from streams.events.dead_letters import DeadLetter, dead_letter_headers
-from streams.worker.consumer import BatchConsumer, MessageBatch
+from streams.worker.consumer import MessageBatch
+from streams.worker.kafka_log import BrokerLink, producer_settings
 from streams.worker.metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
@@ -51,6 +56,26 @@ class OutputTopics:
     predictions: str
     dead_letter: str
     features: str | None = None
+
+
+class SourceOffsets(Protocol):
+    """What an output needs of the consumer it reads from (`BatchConsumer` is one)."""
+
+    def store_offsets(self, offsets: dict[tuple[str, int], int]) -> None:
+        """Mark offsets done; the next commit (or the consumer's close) commits them."""
+        ...
+
+    def commit(self) -> None:
+        """Commit the stored offsets now (without waiting for the broker's answer)."""
+        ...
+
+    def group_metadata(self) -> Any:
+        """The consumer group's metadata, for `send_offsets_to_transaction`."""
+        ...
+
+
+# How long the revoke and shutdown paths wait for the broker to acknowledge a batch.
+DRAIN_TIMEOUT_S = 30.0
 
 
 class Output(Protocol):
@@ -94,18 +119,29 @@ def _produce_all(producer: Producer, topics: OutputTopics, batch: OutputBatch) -
     producer.poll(0)
 
 
+def _producer_config(
+    producer_config: dict[str, Any], link: BrokerLink | None, **settings: Any
+) -> dict[str, Any]:
+    config = producer_settings({**_PRODUCER_DEFAULTS, **producer_config, **settings})
+    return link.client_config(config) if link is not None else config
+
+
 class AtLeastOnceOutput:
     def __init__(
         self,
         producer_config: dict[str, Any],
-        consumer: BatchConsumer,
+        consumer: SourceOffsets,
         topics: OutputTopics,
         metrics: WorkerMetrics,
+        *,
+        link: BrokerLink | None = None,
+        drain_timeout_s: float = DRAIN_TIMEOUT_S,
     ) -> None:
         self._failures: list[str] = []
         self._producer = Producer(
-            {**_PRODUCER_DEFAULTS, **producer_config, "on_delivery": self._on_delivery_error}
+            _producer_config(producer_config, link, on_delivery=self._on_delivery_error)
         )
+        self._drain_timeout_s = drain_timeout_s
         self._consumer = consumer
         self._topics = topics
         self._metrics = metrics
@@ -115,12 +151,27 @@ class AtLeastOnceOutput:
         if err is not None:
             self._failures.append(f"{msg.topic()}: {err}")
 
-    def _confirm_pending(self) -> None:
+    def _confirm_pending(self, timeout_s: float | None = None) -> None:
+        """Wait for the broker's acks of the batch in flight, then store its offsets.
+
+        Between batches the wait is as long as the broker needs (that is backpressure);
+        with `timeout_s` (revoke, shutdown) a batch still unacknowledged then is left
+        unstored: it is consumed again, by us or the partition's next owner.
+        """
         pending, self._pending = self._pending, None
         if pending is None:
             return
-        while self._producer.flush(10.0) > 0:
-            log.warning("waiting for the broker to acknowledge %d records", len(self._producer))
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while self._producer.flush(10.0 if deadline is None else 1.0) > 0:
+            if deadline is not None and time.monotonic() >= deadline:
+                log.warning(
+                    "%d records not acknowledged after %.0f s; their events will be consumed again",
+                    len(self._producer),
+                    timeout_s,
+                )
+                return
+            if deadline is None:
+                log.warning("waiting for the broker to acknowledge %d records", len(self._producer))
         if self._failures:
             failures, self._failures = self._failures, []
             raise DeliveryFailed(f"{len(failures)} records not delivered, e.g. {failures[0]}")
@@ -137,8 +188,8 @@ class AtLeastOnceOutput:
         self._confirm_pending()
 
     def drain(self) -> None:
-        """Confirm what is in flight and commit the stored offsets now."""
-        self._confirm_pending()
+        """Confirm what is in flight (bounded) and commit the stored offsets."""
+        self._confirm_pending(self._drain_timeout_s)
         self._consumer.commit()
 
     def on_revoke(self, partitions: list[TopicPartition]) -> None:
@@ -160,18 +211,18 @@ class TransactionalOutput:
         self,
         producer_config: dict[str, Any],
         transactional_id: str,
-        consumer: BatchConsumer,
+        consumer: SourceOffsets,
         topics: OutputTopics,
         metrics: WorkerMetrics,
         *,
         timeout_s: float = 30.0,
+        link: BrokerLink | None = None,
     ) -> None:
-        self._config = {
-            **_PRODUCER_DEFAULTS,
-            **producer_config,
-            "transactional.id": transactional_id,
-            "delivery.report.only.error": True,
-        }
+        self._config = _producer_config(
+            producer_config,
+            link,
+            **{"transactional.id": transactional_id, "delivery.report.only.error": True},
+        )
         self._consumer = consumer
         self._topics = topics
         self._metrics = metrics
@@ -192,7 +243,7 @@ class TransactionalOutput:
             self._in_transaction = True
             _produce_all(self._producer, self._topics, batch)
             self._producer.send_offsets_to_transaction(
-                offsets, self._consumer.raw.consumer_group_metadata(), self._timeout_s
+                offsets, self._consumer.group_metadata(), self._timeout_s
             )
             self._commit()
         except KafkaException as exc:

@@ -1,8 +1,10 @@
 """The wiring: the one place that joins Kafka, Redis and the model to the pure core.
 
-    consume batch ─► decode+validate ─► features (1 Redis call) ─► ONNX (1 run)
-      ─► prediction log (1 pipelined Redis call) ─► encode ─► produce + offsets
+    consume batch ─► decode+validate ─► Scorer: features (1 Redis call) ─► ONNX (1 run)
+      ─► adapter ─► prediction log (1 Redis call) ─► encode ─► produce + offsets
 
+`Worker` builds the parts from the spec and runs the loop: poll, backpressure, deliver,
+count. The scoring itself is `streams.worker.scoring.Scorer`, which does no I/O of its own.
 A micro-batch is handled whole. Bad events leave as dead letters; a failing or slow Redis
 or model pauses consumption and retries the same batch with backoff (nothing dropped,
 no crash loop); SIGTERM lets the batch in flight finish and commit.
@@ -21,17 +23,15 @@ import numpy as np
 import redis
 
 from features.backends import open_store
-from features.store import FeatureBatch, FeatureResult, FeatureStore
+from features.store import FeatureStore
 from inference.adaptation import Adapter
 from inference.registry import ModelSwitch
 from streams.events.codec import (
     DecodedBatch,
-    Scored,
     decode_batch,
     encode_feature_records,
     encode_predictions,
 )
-from streams.events.dead_letters import Reason
 from streams.events.schema import EventValidator
 from streams.spec import Connections, DeliveryMode, PipelineSpec
 from streams.worker.alerts import AlertSink
@@ -44,8 +44,10 @@ from streams.worker.delivery import (
     OutputTopics,
     TransactionalOutput,
 )
+from streams.worker.kafka_log import BrokerLink
 from streams.worker.metrics import WorkerMetrics
 from streams.worker.prediction_log import PredictionLog
+from streams.worker.scoring import ScoredBatch, Scorer
 
 log = logging.getLogger(__name__)
 
@@ -94,16 +96,33 @@ class Worker:
         self.metrics = metrics or WorkerMetrics()
         self.stop = stop or threading.Event()
         self._clock = clock
+        self._link = BrokerLink(clock=clock)
         self._validator = EventValidator(spec.event)
         self._redis = redis.Redis.from_url(connections.redis_url, socket_timeout=10)
         self._store: FeatureStore = open_store(spec.features, connections.redis_url, spec.namespace)
-        self._models = ModelSwitch.open(spec.model, spec.features.names)
-        self._log = PredictionLog(
-            self._redis, spec.namespace, spec.features.names, spec.prediction_log.horizon
+        self._models = ModelSwitch.open(spec.model, spec.features.names, clock=clock)
+        self._alerts = AlertSink(
+            connections, spec.topics.alerts, f"{spec.name}-{worker_id}", link=self._link
         )
-        self._alerts = AlertSink(connections, spec.topics.alerts, f"{spec.name}-{worker_id}")
         self._adapter = Adapter.open(
-            spec.adaptation, self._redis, spec.namespace, spec.features.names, self._alerts.send
+            spec.adaptation,
+            self._redis,
+            spec.namespace,
+            spec.features.names,
+            self._alerts.send,
+            key=connections.snapshot_secret,
+            clock=clock,
+        )
+        self._scorer = Scorer(
+            threshold=spec.model.threshold,
+            store=self._store,
+            models=self._models,
+            adapter=self._adapter,
+            log=PredictionLog(
+                self._redis, spec.namespace, spec.features.names, spec.prediction_log.horizon
+            ),
+            clock=clock,
+            on_stage=lambda stage, seconds: self.metrics.stage.labels(stage).observe(seconds),
         )
         eos = (
             exactly_once
@@ -122,7 +141,7 @@ class Worker:
                 "auto.offset.reset": "earliest",
                 "isolation.level": "read_committed",
                 "statistics.interval.ms": 5000,
-                "stats_cb": self.metrics.on_stats,
+                "stats_cb": self._on_stats,
                 "fetch.min.bytes": 1,
                 "queued.min.messages": max(10_000, spec.batching.max_size * 4),
             }
@@ -135,6 +154,7 @@ class Worker:
             on_assign=lambda parts: self.metrics.rebalances.labels("assign").inc(),
             on_revoke=self._on_revoke,
             on_lost=self._on_lost,
+            link=self._link,
         )
         topics = OutputTopics(
             spec.topics.predictions, spec.topics.dead_letter, spec.topics.features
@@ -150,9 +170,12 @@ class Worker:
                 self._consumer,
                 topics,
                 self.metrics,
+                link=self._link,
             )
         else:
-            self._output = AtLeastOnceOutput(producer_config, self._consumer, topics, self.metrics)
+            self._output = AtLeastOnceOutput(
+                producer_config, self._consumer, topics, self.metrics, link=self._link
+            )
         self.stats = RunStats()
         self._note_model()
 
@@ -160,6 +183,10 @@ class Worker:
     def model(self) -> Any:
         """The model version scoring the next batch."""
         return self._models.current()
+
+    def _on_stats(self, stats_json: str) -> None:
+        self.metrics.on_stats(stats_json)
+        self._link.on_stats(stats_json)
 
     # -- rebalance ---------------------------------------------------------------------
     def _on_revoke(self, partitions: list[Any]) -> None:
@@ -176,21 +203,10 @@ class Worker:
 
     # -- the loop ----------------------------------------------------------------------
     def run(self, *, max_events: int | None = None, idle_exit_s: float | None = None) -> RunStats:
-        last_activity = time.monotonic()
+        last_activity = self._clock()
         try:
             while not self.stop.is_set():
-                swap = self._models.poll()
-                if swap is not None:
-                    if swap.ok:
-                        self._note_model()
-                    else:
-                        self.metrics.model_swap_failures.inc()
-                adapted = self._adapter.poll()
-                if adapted is not None:
-                    if adapted.ok:
-                        self.metrics.set_adaptation(adapted.version, self.spec.adaptation.mode)
-                    else:
-                        self.metrics.snapshot_rejections.inc()
+                self._poll_versions()
                 batch = self._consumer.poll_batch()
                 if not batch.messages:
                     self._output.idle()
@@ -198,19 +214,34 @@ class Worker:
                     # its assignment (e.g. a dead member's session to expire) is not idle.
                     if idle_exit_s is not None:
                         if not self._consumer.assignment():
-                            last_activity = time.monotonic()
-                        elif time.monotonic() - last_activity > idle_exit_s:
+                            last_activity = self._clock()
+                        elif self._clock() - last_activity > idle_exit_s:
                             break
                     continue
-                last_activity = time.monotonic()
+                last_activity = self._clock()
                 if self.stats.first_consume is None:
-                    self.stats.first_consume = time.time()
+                    self.stats.first_consume = last_activity
                 self._handle(batch)
                 if max_events is not None and self.stats.events_in >= max_events:
                     break
         finally:
             self._shutdown()
         return self.stats
+
+    def _poll_versions(self) -> None:
+        """Between batches: a new model version or adaptation snapshot (both throttled)."""
+        swap = self._models.poll()
+        if swap is not None:
+            if swap.ok:
+                self._note_model()
+            else:
+                self.metrics.model_swap_failures.inc()
+        adapted = self._adapter.poll()
+        if adapted is not None:
+            if adapted.ok:
+                self.metrics.set_adaptation(adapted.version, self.spec.adaptation.mode)
+            else:
+                self.metrics.snapshot_rejections.inc()
 
     def _handle(self, batch: MessageBatch) -> None:
         self.metrics.batch_size.observe(len(batch.messages))
@@ -226,8 +257,7 @@ class Worker:
         result = self._score_with_backpressure(decoded)
         if result is None:  # stopping while a dependency was down: let the batch replay
             return
-        scored, decoded = result
-        out = self._encode(batch, decoded, scored)
+        out = self._encode(batch, result)
         started = time.perf_counter()
         try:
             self._output.send(out)
@@ -237,15 +267,15 @@ class Worker:
             self._consumer.rewind(batch, self._consumer.assignment())
             return
         self.metrics.stage.labels("produce").observe(time.perf_counter() - started)
-        self._count(batch, decoded, scored)
+        self._count(batch, result)
 
-    def _score_with_backpressure(self, decoded: DecodedBatch) -> tuple[Scored, DecodedBatch] | None:
+    def _score_with_backpressure(self, decoded: DecodedBatch) -> ScoredBatch | None:
         delay_ms = self.spec.retry.initial
         paused = False
         try:
             while True:
                 try:
-                    return self._score(decoded)
+                    return self._scorer(decoded)
                 except _TRANSIENT_REDIS as exc:
                     self.metrics.redis_errors.inc()
                     log.warning("redis unavailable (%s); paused, retrying in %d ms", exc, delay_ms)
@@ -260,95 +290,23 @@ class Worker:
                     paused = True
                 self._consumer.serve_while_paused(delay_ms / 1000)
                 delay_ms = min(delay_ms * 2, self.spec.retry.max)
-                decoded = self._only_owned(decoded)
+                # Events of partitions revoked while we waited: their new owner scores them.
+                decoded = decoded.keep(decoded.in_partitions(self._consumer.assignment()))
         finally:
             if paused:
                 self._consumer.resume_all()
                 self.metrics.paused.set(0)
 
-    def _only_owned(self, decoded: DecodedBatch) -> DecodedBatch:
-        """Drop events of partitions revoked while we waited: their new owner scores them."""
-        owned = self._consumer.assignment()
-        gone = {i for i, (t, p, _o) in enumerate(decoded.sources) if (t, p) not in owned}
-        return decoded.without(gone) if gone else decoded
-
-    def _score(self, decoded: DecodedBatch) -> tuple[Scored, DecodedBatch]:
-        """Features, model, prediction log; returns the batch without poison events."""
-        if not decoded.records:
-            return _empty_scored(self._models.current()), decoded
+    def _encode(self, batch: MessageBatch, result: ScoredBatch) -> OutputBatch:
         started = time.perf_counter()
-        try:
-            features = self._store.update_and_read(
-                FeatureBatch(decoded.records, decoded.event_time_ms, decoded.sources)
-            )
-        except redis.ResponseError as exc:
-            log.warning("feature computation failed for the batch (%s); isolating events", exc)
-            features, decoded = isolate_poison(self._store, decoded)
-            if not decoded.records:
-                return _empty_scored(self._models.current()), decoded
-        features_done = time.perf_counter()
-        self.metrics.stage.labels("features").observe(features_done - started)
-        model = self._models.current()  # one version scores the whole batch
-        onnx_scores = model.predict(features.values)
-        self.metrics.stage.labels("inference").observe(time.perf_counter() - features_done)
-        adapted = self._adapter.score(features.values, onnx_scores)
-        final, river = adapted.final, adapted.river
-        unscorable = ~np.isfinite(final)
-        if unscorable.any():
-            # A NaN score would be published as null: dead-letter those events instead. Their
-            # features stay applied, as for every event the store has seen.
-            bad = np.flatnonzero(unscorable)
-            log.warning("%d events got a non-finite score; dead-lettered", bad.size)
-            decoded = dead_letter_unscorable(decoded, bad, final, onnx_scores)
-            keep = ~unscorable
-            features = FeatureResult(
-                features.values[keep], features.late[keep], features.replayed[keep]
-            )
-            onnx_scores, final = onnx_scores[keep], final[keep]
-            river = None if river is None else river[keep]
-        scored_at_ms = int(self._clock() * 1000)
-        started = time.perf_counter()
-        id_field = self.spec.event.id
-        self._log.write(
-            [str(r[id_field]) for r in decoded.records],
-            features.values,
-            {"onnx": onnx_scores, "final": final}
-            if river is None
-            else {"onnx": onnx_scores, "river": river, "final": final},
-            model.version,
-            adapted.version,
-            decoded.event_time_ms,
-        )
-        self.metrics.stage.labels("prediction_log").observe(time.perf_counter() - started)
-        scored = Scored(
-            features=features.values,
-            scores=final,
-            onnx_scores=onnx_scores,
-            river_scores=river,
-            decisions=final >= self.spec.model.threshold,
-            late=features.late,
-            replayed=features.replayed,
-            model_name=model.name,
-            model_version=model.version,
-            adaptation_version=adapted.version,
-            scored_at_ms=scored_at_ms,
-        )
-        return scored, decoded
-
-    def _encode(self, batch: MessageBatch, decoded: DecodedBatch, scored: Scored) -> OutputBatch:
-        started = time.perf_counter()
-        values = encode_predictions(
-            decoded, scored, id_field=self.spec.event.id, entities=self.spec.event.entities
-        )
-        key_field = self.spec.event.key
-        keys = [str(r[key_field]).encode() for r in decoded.records] if key_field else decoded.keys
+        events, scored = result.events, result.scored
+        keys = events.keys.tolist()
+        predictions = list(zip(keys, encode_predictions(events, scored), strict=True))
         feature_records = (
             list(
                 zip(
                     keys,
-                    encode_feature_records(
-                        decoded, scored, self.spec.features.names, self.spec.event.id
-                    ),
+                    encode_feature_records(events, scored, self.spec.features.names),
                     strict=True,
                 )
             )
@@ -358,113 +316,51 @@ class Worker:
         self.metrics.stage.labels("encode").observe(time.perf_counter() - started)
         return OutputBatch(
             source=batch,
-            predictions=list(zip(keys, values, strict=True)),
-            dead_letters=decoded.dead_letters,
+            predictions=predictions,
+            dead_letters=events.dead_letters,
             feature_records=feature_records,
         )
 
-    def _count(self, batch: MessageBatch, decoded: DecodedBatch, scored: Scored) -> None:
-        n = len(decoded.records)
+    def _count(self, batch: MessageBatch, result: ScoredBatch) -> None:
+        events, scored = result.events, result.scored
+        n = len(events)
         s = self.stats
         s.events_in += len(batch.messages)
         s.predictions += n
-        s.dead_letters += len(decoded.dead_letters)
-        s.late += int(scored.late.sum())
-        s.replayed += int(scored.replayed.sum())
+        s.dead_letters += len(events.dead_letters)
+        late, replayed = int(scored.late.sum()), int(scored.replayed.sum())
+        s.late += late
+        s.replayed += replayed
         s.batches += 1
-        s.last_done = time.time()
+        s.last_done = self._clock()
         s.model_versions.add(scored.model_version)
         m = self.metrics
         m.events_in.inc(len(batch.messages))
-        for dead in decoded.dead_letters:
+        for dead in events.dead_letters:
             m.dead_letters.labels(dead.reason).inc()
-        if scored.late.any():
-            m.late_events.inc(int(scored.late.sum()))
-        if scored.replayed.any():
-            m.replayed_events.inc(int(scored.replayed.sum()))
+        if late:
+            m.late_events.inc(late)
+        if replayed:
+            m.replayed_events.inc(replayed)
         if n:
-            median_ms = float(np.median(decoded.event_time_ms))
+            median_ms = float(np.median(events.event_time_ms))
             m.end_to_end.observe(max(0.0, scored.scored_at_ms - median_ms) / 1000)
 
     def _shutdown(self) -> None:
-        """Finish what is in flight, commit, leave the group."""
+        """Finish what is in flight, leave the group (its close commits), release the rest.
+
+        Every step is bounded: the drain waits `DRAIN_TIMEOUT_S` at most for the broker,
+        the consumer's close about a session timeout, the producers' flushes their timeout.
+        """
         try:
             self._output.drain()
         finally:
-            self._consumer.close()
-            self._output.close()
-            self._store.close()
-            self._models.close()
-            self._alerts.close()
-            self.stats.last_done = self.stats.last_done or time.time()
-
-
-def dead_letter_unscorable(
-    decoded: DecodedBatch, positions: np.ndarray, final: np.ndarray, onnx: np.ndarray
-) -> DecodedBatch:
-    """The batch without the events at `positions`, which become `score_not_finite` dead
-    letters (raw value and key, as for every dead letter)."""
-    dead = list(decoded.dead_letters)
-    for i in positions.tolist():
-        message = (
-            f"the score is {final[i]} (ONNX model output {onnx[i]}): the model or the "
-            "adaptation model gave no finite score for this event's features"
-        )
-        dead.append(decoded.dead_letter(i, Reason.SCORE_NOT_FINITE, message))
-    kept = decoded.without(set(positions.tolist()))
-    kept.dead_letters = dead
-    return kept
-
-
-def isolate_poison(
-    store: FeatureStore, decoded: DecodedBatch
-) -> tuple[FeatureResult, DecodedBatch]:
-    """A script error is about the data: score events one by one, dead-letter the bad ones.
-
-    Events the failed call had already applied are replays now (their offsets were
-    recorded), so answering them again returns their recorded values and changes nothing
-    twice. Returns the features of the good events and the batch without the bad ones.
-    """
-    rows: list[FeatureResult] = []
-    bad: set[int] = set()
-    dead = list(decoded.dead_letters)
-    for i, record in enumerate(decoded.records):
-        try:
-            rows.append(
-                store.update_and_read(
-                    FeatureBatch([record], [decoded.event_time_ms[i]], [decoded.sources[i]])
-                )
-            )
-        except redis.ResponseError as exc:
-            bad.add(i)
-            dead.append(decoded.dead_letter(i, Reason.FEATURE_ERROR, str(exc)))
-    kept = decoded.without(bad)
-    kept.dead_letters = dead
-    if not rows:
-        empty = np.empty(0, dtype=bool)
-        return FeatureResult(np.empty((0, len(store.names))), empty, empty), kept
-    return (
-        FeatureResult(
-            values=np.vstack([r.values for r in rows]),
-            late=np.concatenate([r.late for r in rows]),
-            replayed=np.concatenate([r.replayed for r in rows]),
-        ),
-        kept,
-    )
-
-
-def _empty_scored(model: Any) -> Scored:
-    empty = np.empty(0)
-    return Scored(
-        np.empty((0, 0)),
-        empty,
-        empty,
-        None,
-        empty.astype(bool),
-        empty.astype(bool),
-        empty.astype(bool),
-        model.name,
-        model.version,
-        None,
-        int(time.time() * 1000),
-    )
+            try:
+                self._consumer.close()
+            finally:
+                self._output.close()
+                self._store.close()
+                self._models.close()
+                self._alerts.close()
+                self._redis.close()
+                self.stats.last_done = self.stats.last_done or self._clock()

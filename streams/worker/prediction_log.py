@@ -72,7 +72,7 @@ class PredictionLog:
         scores: dict[str, np.ndarray],
         model_version: str,
         adaptation_version: str | None,
-        event_time_ms: Sequence[int],
+        event_time_ms: Sequence[int] | np.ndarray,
     ) -> None:
         """Log one batch in one round trip: one EVALSHA setting every entry with its TTL."""
         client = self._client
@@ -83,7 +83,7 @@ class PredictionLog:
             pipe.execute()
             self._sha = client.script_load(_WRITE_SCRIPT)
             self._names_written = True
-        if not event_ids:
+        if len(event_ids) == 0:
             return
         n, k = len(event_ids), len(self._names)
         score_names = tuple(scores)

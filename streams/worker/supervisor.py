@@ -1,7 +1,8 @@
 """Worker processes: one in-process worker, or a supervisor of N in one consumer group.
 
 SIGTERM/SIGINT set a stop flag: the batch in flight finishes, its offsets are committed,
-the worker leaves the group. The supervisor forwards the signal and restarts a worker that
+the worker leaves the group. A second signal while stopping exits at once (what was not
+committed is consumed again). The supervisor forwards both and restarts a worker that
 died (with backoff, so a broken dependency is not a crash loop).
 """
 
@@ -9,16 +10,25 @@ from __future__ import annotations
 
 import logging
 import multiprocessing as mp
+import os
 import signal
+import sys
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 from streams.spec import Connections, load_spec
 from streams.worker.pipeline import RunStats, Worker
 
 log = logging.getLogger(__name__)
+
+_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+# How long a stopping supervisor waits for its workers before it kills them.
+_STOP_TIMEOUT_S = 75.0
 
 
 @dataclass(frozen=True)
@@ -28,38 +38,120 @@ class WorkerOptions:
     metrics_port: int | None = None
     max_events: int | None = None
     idle_exit_s: float | None = None
+    name_prefix: str | None = None  # `--name`: the child processes load the spec with it
 
 
-def _install_stop(stop: threading.Event) -> None:
-    def handler(signum: int, _frame: Any) -> None:
-        log.info("signal %d: finishing the batch in flight", signum)
-        stop.set()
+class StopSignals:
+    """SIGTERM/SIGINT answered on a thread of their own: the first stops, the second forces.
 
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
+    A Python signal handler runs only when the main thread is back in the interpreter, so
+    a main thread stuck in a C call (a consumer close during a rebalance) never saw a
+    second SIGTERM. Python's C-level handler also writes the signal's number to the wakeup
+    fd at once, whichever thread the signal lands on; a thread reading that fd answers it.
+    """
+
+    def __init__(
+        self, on_stop: Callable[[int], None], on_force: Callable[[int], None] | None = None
+    ) -> None:
+        self._on_stop = on_stop
+        self._on_force = on_force or _exit_now
+        self._done = threading.Event()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._wait, name="stop-signals", daemon=True)
+        self._read_fd, self._write_fd = -1, -1
+        self._previous_fd = -1
+        self._previous_handlers: dict[int, Any] = {}
+
+    def __enter__(self) -> StopSignals:
+        self._read_fd, self._write_fd = os.pipe()
+        os.set_blocking(self._write_fd, False)
+        for signum in _SIGNALS:
+            # A handler (doing nothing itself) instead of the default action, which kills.
+            self._previous_handlers[signum] = signal.signal(signum, _noted)
+        self._previous_fd = signal.set_wakeup_fd(self._write_fd, warn_on_full_buffer=False)
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        signal.set_wakeup_fd(self._previous_fd)
+        for signum, handler in self._previous_handlers.items():
+            signal.signal(signum, handler)
+        self._done.set()
+        os.write(self._write_fd, b"\0")  # wakes the reader
+        self._thread.join(2.0)
+        os.close(self._write_fd)
+        os.close(self._read_fd)
+
+    def _wait(self) -> None:
+        while not self._done.is_set():
+            for signum in os.read(self._read_fd, 64):
+                if signum in _SIGNALS and not self._done.is_set():
+                    self._received(signum)
+
+    def _received(self, signum: int) -> None:
+        first, self._stopping = not self._stopping, True  # only this thread calls it
+        if first:
+            log.info("signal %d: finishing the batch in flight", signum)
+            self._on_stop(signum)
+        else:
+            log.warning("signal %d again: stopping now", signum)
+            self._on_force(signum)
+
+
+def _noted(_signum: int, _frame: Any) -> None:
+    """The Python-level handler: the wakeup fd already told `StopSignals`."""
+
+
+def _exit_now(signum: int) -> None:
+    """A second signal: leave without finishing (uncommitted events are consumed again)."""
+    logging.shutdown()
+    os._exit(128 + signum)
 
 
 def run_one(
     spec_path: str | Path, connections: Connections, options: WorkerOptions, worker_id: int = 0
 ) -> RunStats:
     """Run one worker in this process until stopped, idle or `max_events` consumed."""
-    spec = load_spec(spec_path)
     stop = threading.Event()
-    if threading.current_thread() is threading.main_thread():
-        _install_stop(stop)
+    if threading.current_thread() is not threading.main_thread():
+        return _run(spec_path, connections, options, worker_id, stop)
+    with StopSignals(lambda _signum: stop.set()):
+        return _run(spec_path, connections, options, worker_id, stop)
+
+
+def _run(
+    spec_path: str | Path,
+    connections: Connections,
+    options: WorkerOptions,
+    worker_id: int,
+    stop: threading.Event,
+) -> RunStats:
+    spec = load_spec(spec_path, prefix=options.name_prefix)
     worker = Worker(
         spec, connections, worker_id=worker_id, exactly_once=options.exactly_once, stop=stop
     )
     host = options.metrics_host or spec.metrics.host
     base = spec.metrics.port if options.metrics_port is None else options.metrics_port
     port = worker.metrics.serve(host, base + worker_id if base else 0)
-    log.info("worker %d: metrics on http://%s:%d/metrics", worker_id, host, port)
+    url = f"http://{host}:{port}/metrics"
+    if base:
+        log.info("worker %d: metrics on %s", worker_id, url)
+    else:  # a port picked for us: say which, whatever the log level (once per worker)
+        print(f"worker {worker_id}: metrics on {url}", file=sys.stderr, flush=True)
     return worker.run(max_events=options.max_events, idle_exit_s=options.idle_exit_s)
 
 
 def _child(
     spec_path: str, connections: Connections, options: WorkerOptions, worker_id: int
 ) -> None:
+    # Out of the terminal's process group: a Ctrl-C reaches the supervisor only, which
+    # forwards one SIGTERM (the child must not take Ctrl-C + SIGTERM as a second signal).
+    os.setpgrp()
     logging.basicConfig(
         level=logging.INFO, format=f"%(asctime)s w{worker_id} %(levelname)s %(message)s"
     )
@@ -75,9 +167,18 @@ def supervise(
     """Run `workers` processes in one consumer group; returns the exit status."""
     ctx = mp.get_context("spawn")
     stop = threading.Event()
-    _install_stop(stop)
+    forced = threading.Event()
     procs: dict[int, Any] = {}
     restarts: dict[int, float] = {}
+
+    def forward(_signum: int) -> None:
+        for proc in list(procs.values()):
+            if proc.is_alive() and proc.pid:
+                proc.terminate()  # SIGTERM: a stopping child exits at once
+
+    def force(signum: int) -> None:
+        forced.set()
+        forward(signum)
 
     def start(i: int) -> None:
         proc = ctx.Process(
@@ -86,32 +187,44 @@ def supervise(
         proc.start()
         procs[i] = proc
 
-    for i in range(workers):
-        start(i)
     status = 0
-    while procs:
-        if stop.is_set():
-            for proc in procs.values():
-                if proc.is_alive() and proc.pid:
-                    proc.terminate()  # SIGTERM: the child finishes its batch
-            for proc in procs.values():
-                proc.join(60)
-            break
-        for i, proc in list(procs.items()):
-            proc.join(0.2)
-            if proc.is_alive():
-                continue
-            del procs[i]
-            if proc.exitcode == 0:
-                continue
-            status = 1
-            delay = min(30.0, max(1.0, 2 * restarts.get(i, 0.5)))
-            log.warning("worker %d exited with %s; restarting in %.0fs", i, proc.exitcode, delay)
-            restarts[i] = delay
-            if stop.wait(delay):
-                break
+    with StopSignals(lambda _signum: stop.set(), force):
+        for i in range(workers):
             start(i)
-    return status if not stop.is_set() else 0
+        while procs and not stop.is_set():
+            for i, proc in list(procs.items()):
+                proc.join(0.2)
+                if proc.is_alive():
+                    continue
+                del procs[i]
+                if proc.exitcode == 0:
+                    continue
+                status = 1
+                delay = min(30.0, max(1.0, 2 * restarts.get(i, 0.5)))
+                log.warning(
+                    "worker %d exited with %s; restarting in %.0fs", i, proc.exitcode, delay
+                )
+                restarts[i] = delay
+                if stop.wait(delay):
+                    break
+                start(i)
+        if stop.is_set():
+            forward(signal.SIGTERM)  # each child finishes its batch in flight
+            _wait_or_kill(list(procs.values()), _STOP_TIMEOUT_S)
+            return 1 if forced.is_set() else 0
+    return status
+
+
+def _wait_or_kill(procs: list[Any], timeout_s: float) -> None:
+    """Wait for `procs` to exit, all together at most `timeout_s`; then kill the rest."""
+    deadline = time.monotonic() + timeout_s
+    for proc in procs:
+        proc.join(max(0.0, deadline - time.monotonic()))
+    for proc in procs:
+        if proc.is_alive():
+            log.warning("worker pid %s did not stop in %.0f s; killing it", proc.pid, timeout_s)
+            proc.kill()
+            proc.join(5)
 
 
 def run_workers(

@@ -4,6 +4,8 @@ finish its batch in flight and commit, so a restart re-scores nothing."""
 from __future__ import annotations
 
 import signal
+import subprocess
+from collections.abc import Iterator
 
 import pytest
 from confluent_kafka.admin import AdminClient
@@ -29,8 +31,20 @@ def group_members(conn, group: str) -> int:
     return len(description.members)
 
 
+@pytest.fixture
+def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Worker processes of the test, killed at teardown if still running (a failed test
+    must not leave a group member behind)."""
+    started: list[subprocess.Popen[bytes]] = []
+    yield started
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
 def test_two_workers_share_the_group_and_sigterm_commits_their_work(
-    conn, model_file, unique, tmp_path
+    conn, model_file, unique, tmp_path, processes
 ):
     model = {"path": str(model_file)}
     spec = make_spec(unique, model, partitions=4)
@@ -39,14 +53,16 @@ def test_two_workers_share_the_group_and_sigterm_commits_their_work(
     produce(conn, spec, events)
 
     supervisor = worker_process(spec_file, conn, "--workers", "2")
+    processes.append(supervisor)
     wait_for(lambda: group_members(conn, spec.group) == 2, 120, "two group members")
-    wait_for(lambda: topic_size(conn, spec.topics.predictions) > 5000, 120, "scoring started")
+    wait_for(lambda: topic_size(conn, spec.topics.predictions) > len(events) // 8, 120, "scoring")
     supervisor.send_signal(signal.SIGTERM)
     assert supervisor.wait(90) == 0
     assert group_members(conn, spec.group) == 0
     scored_before = len(read_json(conn, spec.topics.predictions, timeout_s=60))
 
     rest = worker_process(spec_file, conn, "--idle-exit", "5")
+    processes.append(rest)
     assert rest.wait(300) == 0
 
     predictions = read_json(conn, spec.topics.predictions, timeout_s=120)

@@ -27,14 +27,14 @@ pytestmark = pytest.mark.integration
 def test_ten_thousand_events_get_one_prediction_each_with_exact_features(conn, model_file, unique):
     spec = make_spec(unique, {"path": str(model_file)})
     events = synthetic(10_000)
-    assert produce(conn, spec, events) == 10_000
+    assert produce(conn, spec, events) == len(events)
 
-    running = start_worker(spec, conn, max_events=10_000, idle_exit_s=60)
+    running = start_worker(spec, conn, max_events=len(events), idle_exit_s=60)
     port = running.worker.metrics.serve("127.0.0.1", 0)
     stats = running.join()
 
-    assert stats.events_in == 10_000 and stats.dead_letters == 0
-    predictions = read_json(conn, spec.topics.predictions, expected=10_000)
+    assert stats.events_in == len(events) and stats.dead_letters == 0
+    predictions = read_json(conn, spec.topics.predictions, expected=len(events))
     counts = prediction_counts(predictions)
     assert set(counts) == {e["event_id"] for e in events}
     assert max(counts.values()) == 1
@@ -52,7 +52,7 @@ def test_ten_thousand_events_get_one_prediction_each_with_exact_features(conn, m
     for stage in ("decode", "features", "inference", "prediction_log", "encode", "produce"):
         assert f'streamfer_stage_seconds_count{{stage="{stage}"}}' in metrics
 
-    served = read_json(conn, spec.topics.features, expected=10_000)
+    served = read_json(conn, spec.topics.features, expected=len(events))
     assert_features_exact(served, recompute_features(conn, spec), spec.features.names)
 
     # The prediction log holds, per event id, the features and score it was served with.

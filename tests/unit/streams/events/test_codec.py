@@ -59,8 +59,13 @@ def decode(*values):
 def test_a_good_event_is_decoded_with_defaults_and_its_time_in_ms():
     batch = decode(good())
     assert batch.records[0]["channel"] == "pos"  # default from the spec
-    assert batch.event_time_ms == [NOW - 1000]
+    assert batch.event_time_ms.tolist() == [NOW - 1000]
     assert batch.sources == [("payments", 0, 0)]
+    assert batch.ids.tolist() == ["e1"]
+    assert {e: c.tolist() for e, c in batch.entities.items()} == {
+        "card_id": ["c1"],
+        "merchant_id": ["m1"],
+    }
     assert not batch.dead_letters
 
 
@@ -114,7 +119,7 @@ def test_a_number_beyond_float32_is_rejected_as_the_model_would_see_inf(amount):
 def test_the_largest_float32_is_accepted_and_raw_values_are_kept():
     batch = decode(good(amount=3.4e38), good(amount=-3.4e38))
     assert [r["amount"] for r in batch.records] == [3.4e38, -3.4e38]
-    assert batch.values == [good(amount=3.4e38), good(amount=-3.4e38)]
+    assert batch.values.tolist() == [good(amount=3.4e38), good(amount=-3.4e38)]
 
 
 def scored_for(n):
@@ -135,9 +140,7 @@ def scored_for(n):
 
 def test_predictions_match_the_published_json_schema():
     batch = decode(good(event_id="a"), good(event_id="b"))
-    payloads = encode_predictions(
-        batch, scored_for(2), id_field="event_id", entities=SPEC.event.entities
-    )
+    payloads = encode_predictions(batch, scored_for(2))
     schema = prediction_json_schema(SPEC.event, SPEC.name)
     for payload in payloads:
         jsonschema.validate(orjson.loads(payload), schema)
@@ -153,3 +156,30 @@ def test_events_schema_accepts_a_good_event_and_rejects_a_bad_one():
     jsonschema.validate(orjson.loads(good()), schema)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(orjson.loads(good(amount="12")), schema)
+
+
+def test_keep_shrinks_every_column_with_one_mask():
+    batch = decode(good(event_id="a"), b"{not json", good(event_id="b"), good(event_id="c"))
+    kept = batch.keep(np.array([True, False, True]))
+    assert kept.ids.tolist() == ["a", "c"] and [r["event_id"] for r in kept.records] == ["a", "c"]
+    assert kept.sources == [("payments", 0, 0), ("payments", 0, 3)]
+    assert kept.values.tolist() == [good(event_id="a"), good(event_id="c")]
+    assert kept.event_time_ms.tolist() == [NOW - 1000] * 2
+    assert kept.entities["card_id"].tolist() == ["c1", "c1"]
+    assert [d.reason for d in kept.dead_letters] == ["decode_error"]
+    assert len(batch) == 3  # the input batch is left as it was
+
+
+def test_reject_moves_events_to_dead_letters_with_their_raw_message():
+    batch = decode(good(event_id="a"), good(event_id="b"))
+    kept = batch.reject(np.array([False, True]), "feature_error", ["bad value"])
+    assert kept.ids.tolist() == ["a"]
+    (dead,) = kept.dead_letters
+    assert (dead.reason, dead.message, dead.offset) == ("feature_error", "bad value", 1)
+    assert (dead.key, dead.value) == (b"k", good(event_id="b"))
+
+
+def test_in_partitions_masks_the_events_of_owned_partitions():
+    batch = decode(good(event_id="a"), good(event_id="b"))
+    assert batch.in_partitions({("payments", 0)}).tolist() == [True, True]
+    assert batch.in_partitions({("payments", 1), ("other", 0)}).tolist() == [False, False]

@@ -1,12 +1,40 @@
 """A feature-script error is isolated to the events that cause it."""
 
+from dataclasses import dataclass
+
 import numpy as np
+import orjson
 import redis
 
 from features.store import FeatureBatch, FeatureResult
-from streams.events.codec import DecodedBatch
-from streams.events.dead_letters import DeadLetter
-from streams.worker.pipeline import dead_letter_unscorable, isolate_poison
+from streams.events.codec import DecodedBatch, decode_batch
+from streams.events.schema import EventSchema, EventValidator
+from streams.worker.scoring import isolate_poison
+
+SCHEMA = EventSchema.model_validate(
+    {"id": "event_id", "time": {"field": "t", "unit": "ms"}, "entities": ["card"]}
+)
+
+
+@dataclass
+class Msg:
+    _value: bytes | None
+    _offset: int
+
+    def value(self):
+        return self._value
+
+    def key(self):
+        return orjson.loads(self._value)["event_id"].encode() if self._value[:1] == b"{" else None
+
+    def topic(self):
+        return "ev"
+
+    def partition(self):
+        return 0
+
+    def offset(self):
+        return self._offset
 
 
 class OneBadEventStore:
@@ -28,16 +56,14 @@ class OneBadEventStore:
         pass
 
 
+def event(event_id: str) -> bytes:
+    return orjson.dumps({"event_id": event_id, "t": 1000, "card": "c"})
+
+
 def batch_of(*ids: str) -> DecodedBatch:
-    early = DeadLetter("decode_error", "not JSON", "ev", 0, 0, None, b"x")
-    return DecodedBatch(
-        records=[{"event_id": i} for i in ids],
-        event_time_ms=[1000 * n for n in range(len(ids))],
-        sources=[("ev", 0, n + 1) for n in range(len(ids))],
-        keys=[i.encode() for i in ids],
-        dead_letters=[early],
-        values=[b'{"event_id": "%s"}' % i.encode() for i in ids],
-    )
+    """Offset 0 is not JSON (an early dead letter); the events follow at offsets 1, 2, ..."""
+    messages = [Msg(b"x", 0)] + [Msg(event(i), n + 1) for n, i in enumerate(ids)]
+    return decode_batch(messages, EventValidator(SCHEMA), max_bytes=1000, now_ms=2000)
 
 
 def test_the_bad_event_is_dead_lettered_and_the_others_are_scored():
@@ -48,7 +74,7 @@ def test_the_bad_event_is_dead_lettered_and_the_others_are_scored():
     assert features.values.shape == (2, 1)
     assert [d.reason for d in kept.dead_letters] == ["decode_error", "feature_error"]
     poison = kept.dead_letters[1]
-    assert (poison.offset, poison.key, poison.value) == (2, b"b", b'{"event_id": "b"}')
+    assert (poison.offset, poison.key, poison.value) == (2, b"b", event("b"))
     assert "bad value" in poison.message
     assert store.calls == [["a"], ["b"], ["c"]]  # one event at a time
 
@@ -56,21 +82,3 @@ def test_the_bad_event_is_dead_lettered_and_the_others_are_scored():
 def test_a_batch_of_only_poison_yields_no_rows():
     features, kept = isolate_poison(OneBadEventStore("a"), batch_of("a"))
     assert kept.records == [] and features.values.shape == (0, 1)
-
-
-def test_events_with_a_non_finite_score_are_dead_lettered_with_their_raw_value():
-    batch = batch_of("a", "b", "c", "d")
-    final = np.array([0.2, np.nan, 0.9, np.inf])
-    onnx = np.array([0.2, np.nan, 0.9, 0.5])
-    kept = dead_letter_unscorable(batch, np.flatnonzero(~np.isfinite(final)), final, onnx)
-    assert [r["event_id"] for r in kept.records] == ["a", "c"]
-    assert kept.values == [b'{"event_id": "a"}', b'{"event_id": "c"}']
-    assert [d.reason for d in kept.dead_letters] == [
-        "decode_error",
-        "score_not_finite",
-        "score_not_finite",
-    ]
-    b, d = kept.dead_letters[1:]
-    assert (b.offset, b.key, b.value) == (2, b"b", b'{"event_id": "b"}')
-    assert "the score is nan" in b.message and "the score is inf" in d.message
-    assert len(batch.records) == 4  # the input batch is left as it was

@@ -1,0 +1,79 @@
+"""Broker state changes are said once each; librdkafka's lines go to DEBUG; a producer never
+gets a consumer's settings."""
+
+from __future__ import annotations
+
+import logging
+
+import orjson
+import pytest
+from confluent_kafka import KafkaError, Producer
+
+from streams.worker.kafka_log import RDKAFKA_LOGGER, BrokerLink, producer_settings
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def stats(state: str) -> str:
+    return orjson.dumps({"brokers": {"b:1/1": {"nodeid": 1, "state": state}}}).decode()
+
+
+def test_all_brokers_down_and_back_is_two_lines(caplog: pytest.LogCaptureFixture) -> None:
+    clock = Clock(1_000.0)
+    link = BrokerLink(clock=clock)
+    with caplog.at_level(logging.DEBUG, logger="streams.kafka"):
+        for _ in range(3):  # every client of the process reports it, and retries
+            link.on_error(KafkaError(KafkaError._TRANSPORT, "Connection refused"))
+            link.on_error(KafkaError(KafkaError._ALL_BROKERS_DOWN, "1/1 brokers are down"))
+        link.on_stats(stats("TRY_CONNECT"))
+        clock.now += 42
+        link.on_stats(stats("UP"))
+        link.on_stats(stats("UP"))
+    said = [(r.levelname, r.getMessage()) for r in caplog.records if r.levelno > logging.DEBUG]
+    assert len(said) == 2
+    assert said[0][0] == "WARNING" and said[0][1].startswith("broker unreachable since ")
+    assert said[1] == ("INFO", "reconnected to the broker after 42 s")
+    assert not link.down
+
+
+def test_a_message_after_an_outage_means_reconnected(caplog: pytest.LogCaptureFixture) -> None:
+    link = BrokerLink(clock=Clock(5.0))
+    link.up()  # nothing was down: nothing to say
+    with caplog.at_level(logging.INFO, logger="streams.kafka"):
+        link.on_error(KafkaError(KafkaError._ALL_BROKERS_DOWN, "down"))
+        link.up()
+        link.up()
+    assert [r.getMessage() for r in caplog.records if r.levelname == "INFO"] == [
+        "reconnected to the broker after 0 s"
+    ]
+
+
+def test_librdkafka_lines_reach_the_python_logger_at_debug(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    link = BrokerLink()
+    config = {"bootstrap.servers": "127.0.0.1:1", "session.timeout.ms": 6000}
+    with caplog.at_level(logging.DEBUG, logger=RDKAFKA_LOGGER):
+        producer = Producer(link.client_config(config))  # a consumer setting: CONFWARN
+        producer.poll(0.2)
+        producer.flush(0.1)
+    lines = [r for r in caplog.records if r.name == RDKAFKA_LOGGER]
+    assert any("CONFWARN" in r.getMessage() for r in lines)
+    assert {r.levelno for r in lines} == {logging.DEBUG}
+
+
+def test_producer_settings_leave_out_what_only_a_consumer_understands() -> None:
+    config = {
+        "bootstrap.servers": "b:9092",
+        "session.timeout.ms": 6000,
+        "heartbeat.interval.ms": 1000,
+        "group.id": "g",
+        "sasl.password": "secret",
+    }
+    assert producer_settings(config) == {"bootstrap.servers": "b:9092", "sasl.password": "secret"}
