@@ -1,1 +1,1 @@
-"""streamfer: features."""
+"""streamfer: feature spec, pure reference semantics, and the Redis feature store."""

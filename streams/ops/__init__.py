@@ -1,1 +1,1 @@
-"""ops"""
+"""Operator tools: consumer lag, state rebuild, topic creation, progress, the web dashboard."""

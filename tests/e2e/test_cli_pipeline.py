@@ -74,9 +74,7 @@ def test_produce_run_learn_report_from_the_command_line(
     assert produced["events"] == PAYMENTS and produced["labels"] == PAYMENTS
     assert produced["topic"] == pipeline.topics.events
 
-    scored = streamfer(
-        env, "run", *common, "--max-events", str(PAYMENTS), "--idle-exit", "30"
-    )
+    scored = streamfer(env, "run", *common, "--max-events", str(PAYMENTS), "--idle-exit", "30")
     assert scored["events_in"] == PAYMENTS
     assert scored["predictions"] + scored["dead_letters"] == PAYMENTS
     predictions = read_json(conn, pipeline.topics.predictions, expected=scored["predictions"])
@@ -94,5 +92,14 @@ def test_produce_run_learn_report_from_the_command_line(
 
     report = streamfer(env, "report", *common, "-o", str(tmp_path / "report.png"))
     assert (tmp_path / "report.png").stat().st_size > 0
-    assert report, "the report has no rows"
-    assert "learn" in orjson.dumps(report).decode().lower()
+    # Every label joined one served prediction; the learner learned every label.
+    assert report["served_join"]["labels"] == PAYMENTS
+    assert report["served_join"]["joined"] == scored["predictions"]
+    assert report["total"]["served"]["labels"] == scored["predictions"]
+    assert report["total"]["learner"]["labels"] == scored["predictions"]
+    served = {p["event_id"]: p["decision"] for p in predictions}
+    labels = read_json(conn, pipeline.topics.labels, expected=PAYMENTS)
+    correct = sum(
+        served[x["event_id"]] == bool(x["label"]) for x in labels if x["event_id"] in served
+    )
+    assert report["total"]["served"]["final"]["accuracy"] == pytest.approx(correct / len(served))

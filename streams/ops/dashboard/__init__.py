@@ -1,1 +1,1 @@
-"""ops/dashboard"""
+"""`streamfer dashboard`: scrapes (pure arithmetic), the collector, the web server and its page."""
