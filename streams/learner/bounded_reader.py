@@ -11,6 +11,7 @@ from typing import Any
 
 from streams.learner.errors import LearnerError
 from streams.spec import Connections
+from streams.worker.kafka_log import quiet_consumer
 
 log = logging.getLogger(__name__)
 
@@ -45,14 +46,16 @@ def read_to_end(
     # Consumer settings only: this client never produces. The group id is required by
     # librdkafka's consumer but never joined (assign) nor committed to.
     consumer = Consumer(
-        connections.kafka_config(
-            **{
-                "group.id": f"streamfer-report-{uuid.uuid4().hex[:8]}",
-                "enable.auto.commit": False,
-                "enable.auto.offset.store": False,
-                "isolation.level": "read_committed",
-                "enable.partition.eof": True,
-            }
+        quiet_consumer(
+            connections.kafka_config(
+                **{
+                    "group.id": f"streamfer-report-{uuid.uuid4().hex[:8]}",
+                    "enable.auto.commit": False,
+                    "enable.auto.offset.store": False,
+                    "isolation.level": "read_committed",
+                    "enable.partition.eof": True,
+                }
+            )
         )
     )
     try:

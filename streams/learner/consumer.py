@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from streams.learner.labels import LabelRecord, parse_label
 from streams.learner.offsets import PartitionProgress
 from streams.spec import Connections
+from streams.worker.kafka_log import quiet_consumer
 
 log = logging.getLogger(__name__)
 
@@ -30,17 +31,18 @@ class LabelConsumer:
         from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
         self.topic = topic
-        # Consumer settings only (this client never produces). Where librdkafka's own log
-        # lines are routed to the Python logger, its `logger=` setting goes here.
+        # Consumer settings only; librdkafka's own log lines go to the Python logger.
         self._consumer = Consumer(
-            connections.kafka_config(
-                **{
-                    "group.id": group,
-                    "enable.auto.commit": False,
-                    "enable.auto.offset.store": False,
-                    "auto.offset.reset": "earliest",
-                    "isolation.level": "read_committed",
-                }
+            quiet_consumer(
+                connections.kafka_config(
+                    **{
+                        "group.id": group,
+                        "enable.auto.commit": False,
+                        "enable.auto.offset.store": False,
+                        "auto.offset.reset": "earliest",
+                        "isolation.level": "read_committed",
+                    }
+                )
             )
         )
         meta = self._consumer.list_topics(topic, timeout=10).topics[topic]

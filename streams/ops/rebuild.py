@@ -30,6 +30,7 @@ from streams.events import dead_letters
 from streams.ops.lag import LagReader
 from streams.ops.progress import NoProgress, ProgressReporter
 from streams.spec import Connections, PipelineSpec
+from streams.worker.kafka_log import quiet_consumer
 
 if TYPE_CHECKING:  # the real imports are in the functions: `streamfer --help` stays fast
     import redis
@@ -173,14 +174,16 @@ def read_range(
     if not todo:
         return
     consumer = Consumer(
-        connections.kafka_config(
-            **{
-                "group.id": f"streamfer-rebuild-{uuid.uuid4().hex[:8]}",
-                "enable.auto.commit": False,
-                "enable.auto.offset.store": False,
-                "isolation.level": "read_committed",
-                "enable.partition.eof": True,
-            }
+        quiet_consumer(
+            connections.kafka_config(
+                **{
+                    "group.id": f"streamfer-rebuild-{uuid.uuid4().hex[:8]}",
+                    "enable.auto.commit": False,
+                    "enable.auto.offset.store": False,
+                    "isolation.level": "read_committed",
+                    "enable.partition.eof": True,
+                }
+            )
         )
     )
     try:

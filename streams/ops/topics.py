@@ -9,6 +9,7 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from streams.spec import Connections, PipelineSpec
+from streams.worker.kafka_log import quiet_admin, quiet_consumer
 
 
 class BrokerUnreachable(Exception):
@@ -16,7 +17,7 @@ class BrokerUnreachable(Exception):
 
 
 def admin_for(connections: Connections, timeout_s: float = 10.0) -> AdminClient:
-    admin = AdminClient(connections.kafka_config())
+    admin = AdminClient(quiet_admin(connections.kafka_config()))
     try:
         admin.list_topics(timeout=timeout_s)
     except KafkaException as exc:
@@ -76,14 +77,16 @@ def read_topic(
     from confluent_kafka import Consumer
 
     consumer = Consumer(
-        connections.kafka_config(
-            **{
-                "group.id": f"streamfer-reader-{uuid.uuid4().hex[:8]}",
-                "auto.offset.reset": "earliest",
-                "enable.auto.commit": False,
-                "isolation.level": "read_committed",
-                "enable.partition.eof": True,
-            }
+        quiet_consumer(
+            connections.kafka_config(
+                **{
+                    "group.id": f"streamfer-reader-{uuid.uuid4().hex[:8]}",
+                    "auto.offset.reset": "earliest",
+                    "enable.auto.commit": False,
+                    "isolation.level": "read_committed",
+                    "enable.partition.eof": True,
+                }
+            )
         )
     )
     consumer.subscribe([topic])

@@ -176,3 +176,23 @@ class BrokerLink:
         brokers = stats.get("brokers", {}).values()
         if any(b.get("state") == "UP" and b.get("nodeid", -1) >= 0 for b in brokers):
             self.up()
+
+
+# One link for the short-lived clients of a command (topic creation, reads, producing): a
+# broker that goes away is said once per process, not once per client.
+_COMMAND_LINK = BrokerLink()
+
+
+def quiet_consumer(config: Mapping[str, Any], link: BrokerLink | None = None) -> dict[str, Any]:
+    """A consumer's config: consumer settings only, librdkafka's log at DEBUG."""
+    return (link or _COMMAND_LINK).client_config(consumer_settings(config))
+
+
+def quiet_producer(config: Mapping[str, Any], link: BrokerLink | None = None) -> dict[str, Any]:
+    """A producer's config: producer settings only, librdkafka's log at DEBUG."""
+    return (link or _COMMAND_LINK).client_config(producer_settings(config))
+
+
+def quiet_admin(config: Mapping[str, Any], link: BrokerLink | None = None) -> dict[str, Any]:
+    """An admin client's config: neither role's settings, librdkafka's log at DEBUG."""
+    return (link or _COMMAND_LINK).client_config(consumer_settings(producer_settings(config)))

@@ -12,6 +12,7 @@ from confluent_kafka import KafkaError, Producer
 
 from streams.ops.progress import ProgressReporter
 from streams.spec import Connections, PipelineSpec
+from streams.worker.kafka_log import quiet_producer
 from streams.workloads.synthetic import CardPayments
 
 
@@ -35,13 +36,15 @@ def checked_producer(connections: Connections, **settings: Any) -> tuple[Produce
             failures.append(str(err))
 
     producer = Producer(
-        connections.kafka_config(
-            **{
-                "enable.idempotence": True,
-                "delivery.report.only.error": True,
-                "on_delivery": on_error,
-                **settings,
-            }
+        quiet_producer(
+            connections.kafka_config(
+                **{
+                    "enable.idempotence": True,
+                    "delivery.report.only.error": True,
+                    "on_delivery": on_error,
+                    **settings,
+                }
+            )
         )
     )
     return producer, failures

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from streams.spec import load_spec
+from streams.spec import Connections, load_spec
 from streams.workloads.demo_adaptation import (
     DemoError,
     accuracy_across_drift,
@@ -76,10 +76,12 @@ def test_the_adaptation_stage_needs_an_adaptive_spec() -> None:
 
 def test_a_random_snapshot_key_only_when_none_is_set(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("STREAMFER_SNAPSHOT_KEY", raising=False)
-    with snapshot_key() as generated:
-        key = os.environ["STREAMFER_SNAPSHOT_KEY"]
+    with snapshot_key(Connections.from_env()) as (connections, generated):
+        key = os.environ["STREAMFER_SNAPSHOT_KEY"]  # for the learner's process
         assert generated and len(key) >= 32
+        assert connections.snapshot_secret == key  # for the demo's own worker
     assert "STREAMFER_SNAPSHOT_KEY" not in os.environ
     monkeypatch.setenv("STREAMFER_SNAPSHOT_KEY", "the-operators-own-key")
-    with snapshot_key() as generated:
+    with snapshot_key(Connections.from_env()) as (connections, generated):
         assert not generated and os.environ["STREAMFER_SNAPSHOT_KEY"] == "the-operators-own-key"
+        assert connections.snapshot_secret == "the-operators-own-key"
