@@ -29,10 +29,10 @@ PAYMENTS = 3000
 LABEL_DELAY = 50  # rows between a payment and its label
 
 
-def streamfer(env: dict[str, str], *args: str, timeout_s: float = 300) -> dict[str, Any]:
-    """Run one `streamfer` command to completion; returns its `--json` summary."""
+def run_cli(env: dict[str, str], *args: str, timeout_s: float = 300) -> str:
+    """Run one `streamfer` command to completion (bounded); returns its stdout."""
     done = subprocess.run(
-        [sys.executable, "-m", "streams", *args, "--json"],
+        [sys.executable, "-m", "streams", *args],
         env=env,
         capture_output=True,
         text=True,
@@ -40,15 +40,20 @@ def streamfer(env: dict[str, str], *args: str, timeout_s: float = 300) -> dict[s
         check=False,
     )
     assert done.returncode == 0, f"streamfer {' '.join(args)} failed:\n{done.stderr}"
-    [line] = [line for line in done.stdout.splitlines() if line.strip()]
+    return done.stdout
+
+
+def streamfer(env: dict[str, str], *args: str) -> dict[str, Any]:
+    """Run one `streamfer` command with `--json`; returns its summary."""
+    [line] = [line for line in run_cli(env, *args, "--json").splitlines() if line.strip()]
     return dict(orjson.loads(line))
 
 
 def test_produce_run_learn_report_from_the_command_line(
-    tmp_path: Path, conn: Connections, model_file: Path, unique: str
+    tmp_path: Path, conn: Connections, unique: str
 ) -> None:
     spec = yaml.safe_load(EXAMPLE.read_text())
-    spec["model"]["path"] = str(model_file)
+    spec["model"]["path"] = str(tmp_path / "card-fraud.onnx")
     spec["adaptation"]["snapshot"] = {"every_labels": 100, "every": "1s"}
     spec_file = tmp_path / "spec.yaml"
     spec_file.write_text(yaml.safe_dump(spec))
@@ -61,6 +66,9 @@ def test_produce_run_learn_report_from_the_command_line(
         "STREAMFER_SNAPSHOT_KEY": secrets.token_hex(32),
     }
     common = ("-s", str(spec_file), "--name", name)
+
+    run_cli(env, "demo-model", "-s", str(spec_file), "--events", "4000")
+    assert (tmp_path / "card-fraud.onnx").stat().st_size > 0
 
     produced = streamfer(
         env,
@@ -75,20 +83,12 @@ def test_produce_run_learn_report_from_the_command_line(
     assert produced["topic"] == pipeline.topics.events
 
     scored = streamfer(env, "run", *common, "--max-events", str(PAYMENTS), "--idle-exit", "30")
-    assert scored["events_in"] == PAYMENTS
+    assert scored["events"] == PAYMENTS
     assert scored["predictions"] + scored["dead_letters"] == PAYMENTS
     predictions = read_json(conn, pipeline.topics.predictions, expected=scored["predictions"])
     assert len({p["event_id"] for p in predictions}) == scored["predictions"]
 
-    learned = subprocess.run(
-        [sys.executable, "-m", "streams", "learn", *common, "--web-port", "0", "--idle-exit", "15"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert learned.returncode == 0, learned.stderr
+    run_cli(env, "learn", *common, "--web-port", "0", "--idle-exit", "15")
 
     report = streamfer(env, "report", *common, "-o", str(tmp_path / "report.png"))
     assert (tmp_path / "report.png").stat().st_size > 0
