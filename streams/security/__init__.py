@@ -1,0 +1,1 @@
+"""Secrets that never print (redaction) and the local stack's throwaway TLS material."""
