@@ -204,6 +204,7 @@ def parse_spec(
 
 
 SNAPSHOT_KEY_ENV = "STREAMFER_SNAPSHOT_KEY"
+MODEL_KEY_ENV = "STREAMFER_MODEL_KEY"
 
 
 class Connections(_Frozen):
@@ -216,11 +217,19 @@ class Connections(_Frozen):
     snapshot_key: SecretStr | None = Field(
         default=None, description="HMAC key of adaptation snapshots (STREAMFER_SNAPSHOT_KEY)"
     )
+    model_key: SecretStr | None = Field(
+        default=None, description="HMAC key of model registry manifests (STREAMFER_MODEL_KEY)"
+    )
 
     @property
     def snapshot_secret(self) -> str | None:
         """The snapshot key as text, or None when unset; checked where adaptation is on."""
         return self.snapshot_key.get_secret_value() if self.snapshot_key is not None else None
+
+    @property
+    def model_secret(self) -> str | None:
+        """The model registry's manifest key as text, or None when unset."""
+        return self.model_key.get_secret_value() if self.model_key is not None else None
 
     @classmethod
     def from_env(cls, *, bootstrap: str | None = None, redis_url: str | None = None) -> Connections:
@@ -241,6 +250,7 @@ class Connections(_Frozen):
             or cls.model_fields["redis_url"].default,
             kafka=extra,
             snapshot_key=os.environ.get(SNAPSHOT_KEY_ENV) or None,
+            model_key=os.environ.get(MODEL_KEY_ENV) or None,
         )
 
     def kafka_config(self, **settings: Any) -> dict[str, Any]:
