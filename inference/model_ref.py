@@ -63,7 +63,7 @@ def read_verified(ref: ModelRef) -> bytes:
     if found != ref.sha256:
         raise ModelIntegrityError(
             f"model {ref}: {ref.path} has sha256 {found}, expected {ref.sha256}; the file "
-            "was changed after it was registered. Re-register the intended file as a new "
-            "version (it is not loaded)"
+            "was changed after it was registered or pinned. Re-register (or re-pin) the "
+            "intended file (it is not loaded)"
         )
     return data

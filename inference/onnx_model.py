@@ -97,11 +97,19 @@ class OnnxModel:
     ) -> OnnxModel:
         """Verify, open, check and warm up `ref` as `spec` says.
 
-        Raises `ModelIntegrityError` (sha256), `ModelSignatureError` (inputs/outputs),
+        Raises `ModelIntegrityError` (sha256, or not the `model.sha256` the spec pins),
+        `ModelSignatureError` (inputs/outputs),
         `ModelProviderError` (`providers: cuda` without CUDA) or `ModelLoadError`.
         """
         if len(set(feature_names)) != len(feature_names):
             raise ValueError(f"feature_names has duplicates: {list(feature_names)}")
+        if spec.sha256 is not None and ref.sha256 != spec.sha256:
+            raise ModelIntegrityError(
+                f"model {ref}: {ref.path} has sha256 {ref.sha256}, but the spec pins "
+                f"model.sha256 {spec.sha256}: refused. Serve the pinned file, or check the "
+                "new one and pin its sha256"
+            )
+        # For a pinned file `ref.sha256` is the pin, so the bytes read are held to it.
         data = read_verified(ref)
         options = _session_options(spec)
         session, fallback = open_session(ref, data, options, spec, device_id)

@@ -3,12 +3,16 @@
 Layout under the registry root::
 
     <name>/<version>/model.onnx      the registered bytes, never rewritten
-    <name>/<version>/manifest.json   {name, version, sha256, created_at, source, signature}
+    <name>/<version>/manifest.json   {name, version, sha256, created_at, source, signature,
+                                      hmac_sha256}
     <name>/ACTIVE                    the active version, replaced atomically
 
 Versions are 1, 2, 3, … . A version directory without a manifest is an interrupted
 registration and is ignored. Loading checks the file against the manifest's sha256, so a
-changed file is refused instead of served.
+changed file is refused instead of served. With the model key (`STREAMFER_MODEL_KEY`, given
+by the caller), manifests are signed at registration and verified at every resolve, so a
+file rewritten together with its manifest is refused too (`signed_manifest`); a spec's
+`model.sha256` pins the one file a worker may serve.
 """
 
 from __future__ import annotations
@@ -30,9 +34,17 @@ import onnx
 
 from inference.model_ref import ModelIntegrityError, ModelLoadError, ModelRef, file_sha256
 from inference.onnx_model import OnnxModel
+from inference.signed_manifest import (
+    MODEL_KEY_ENV,
+    ManifestSignatureError,
+    model_key,
+    sign_manifest,
+    verify_manifest,
+)
 from inference.spec import ModelSpec, check_model_name, check_version_selector
 
 __all__ = [
+    "ManifestSignatureError",
     "ModelIntegrityError",
     "ModelRef",
     "ModelRegistry",
@@ -94,10 +106,21 @@ def _signature(model: onnx.ModelProto) -> dict[str, Any]:
 
 
 class ModelRegistry:
-    """Versioned ONNX models on a filesystem (local disk or a shared mount)."""
+    """Versioned ONNX models on a filesystem (local disk or a shared mount).
 
-    def __init__(self, root: Path | str) -> None:
+    `key` is the model key (`STREAMFER_MODEL_KEY`): with it, `register` signs manifests and
+    every resolve refuses one that is unsigned or does not verify; without it, manifests
+    are written unsigned and read unverified (the file's sha256 is still checked).
+    """
+
+    def __init__(self, root: Path | str, *, key: str | None = None) -> None:
         self.root = Path(root)
+        self._key = model_key(key)
+
+    @property
+    def verifies(self) -> bool:
+        """Whether manifests are signed and verified (a model key was given)."""
+        return self._key is not None
 
     # -- writing --------------------------------------------------------------------------
 
@@ -144,10 +167,19 @@ class ModelRegistry:
             "signature": _signature(model),
             "metadata": {p.key: p.value for p in model.metadata_props},
         }
+        if self._key is not None:
+            manifest = sign_manifest(self._key, manifest)
         # The manifest is written last: its presence marks the version complete.
         _write_atomic(version_dir / MANIFEST_FILE, (json.dumps(manifest, indent=2) + "\n").encode())
         ref = ModelRef(name=name, version=version, path=version_dir / MODEL_FILE, sha256=digest)
         log.info("registered %s from %s (sha256 %s)", ref, file, digest[:12])
+        if self._key is None:
+            log.warning(
+                "registered %s UNSIGNED: %s is not set, so workers that have it refuse this "
+                "version; set it and register again to approve it",
+                ref,
+                MODEL_KEY_ENV,
+            )
         if activate:
             self.activate(name, version)
         return ref
@@ -260,6 +292,16 @@ class ModelRegistry:
 
     def _ref(self, name: str, version: str) -> ModelRef:
         manifest = self.manifest(name, version)
+        if self._key is not None:
+            verify_manifest(self._key, manifest, name=name, version=version)
+        # Signed or not, a manifest speaks for its own directory only (a copied one is not).
+        if (manifest.get("name"), str(manifest.get("version"))) != (name, version):
+            raise ManifestSignatureError(
+                f"model {name} v{version}: the manifest is for {manifest.get('name')} "
+                f"v{manifest.get('version')}: refused (copied from another version?)",
+                name=name,
+                version=version,
+            )
         path = self.root / name / version / MODEL_FILE
         return ModelRef(name=name, version=version, path=path, sha256=manifest["sha256"])
 
@@ -282,16 +324,38 @@ class SwapEvent:
     at: float  # clock time the outcome was seen
 
 
-def open_ref(spec: ModelSpec) -> tuple[ModelRef, ModelRegistry | None]:
-    """The model `spec` names: a plain file (no registry) or the registry's selected version."""
+def open_ref(spec: ModelSpec, *, key: str | None = None) -> tuple[ModelRef, ModelRegistry | None]:
+    """The model `spec` names: a plain file (no registry) or the registry's selected version.
+
+    What nothing vouches for is served with one WARNING: a plain file without `model.sha256`,
+    or a registry read without a model key (its manifests unverified) and no pin.
+    """
     if spec.path is not None:
-        return ModelRef.for_file(spec.name, spec.path), None
+        ref = ModelRef.for_file(spec.name, spec.path)
+        if spec.sha256 is None:
+            log.warning(
+                "model %s: %s is not pinned: serving sha256 %s. Add `sha256: %s` to the "
+                "spec's model section so that any other file is refused",
+                spec.name,
+                spec.path,
+                ref.sha256,
+                ref.sha256,
+            )
+        return ref, None
     assert spec.registry is not None  # ModelSpec guarantees exactly one
-    registry = ModelRegistry(spec.registry)
+    registry = ModelRegistry(spec.registry, key=key)
     try:
-        return registry.resolve(spec.name, spec.version), registry
+        ref = registry.resolve(spec.name, spec.version)
     except RegistryError as exc:
         raise ModelLoadError(f"model.registry: {exc}") from exc
+    if not registry.verifies and spec.sha256 is None:
+        log.warning(
+            "model %s: %s is not set, so registry manifests are not verified (a file "
+            "rewritten with its manifest would be served): set it, or pin model.sha256",
+            spec.name,
+            MODEL_KEY_ENV,
+        )
+    return ref, registry
 
 
 class ModelSwitch:
@@ -338,10 +402,12 @@ class ModelSwitch:
         spec: ModelSpec,
         feature_names: Sequence[str],
         *,
+        key: str | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> ModelSwitch:
-        """Load the model `spec` names (raising if it cannot be served) and wrap it."""
-        ref, registry = open_ref(spec)
+        """Load the model `spec` names (raising if it cannot be served) and wrap it; `key`
+        is the model key that registry manifests must be signed with (None: unverified)."""
+        ref, registry = open_ref(spec, key=key)
         model = OnnxModel.load(ref, spec, feature_names)
         return cls(model, spec, feature_names, registry=registry, clock=clock)
 
@@ -373,12 +439,15 @@ class ModelSwitch:
         try:
             ref = self._registry.resolve(self._spec.name, self._spec.version)
             key = self._file_key(ref)
-        except (RegistryError, OSError) as exc:
-            message = f"cannot read the registry: {exc}"
+        except (RegistryError, ManifestSignatureError, OSError) as exc:
+            if isinstance(exc, ManifestSignatureError):
+                target, message = exc.version, f"{type(exc).__name__}: {exc}"
+            else:
+                target, message = "?", f"cannot read the registry: {exc}"
             if message == self._registry_error:
                 return None  # reported once, not on every poll
             self._registry_error = message
-            return self._failed("?", message, now)
+            return self._failed(target, message, now)
         self._registry_error = None
         served = self._model.ref
         if ref.version == served.version and ref.sha256 == served.sha256:

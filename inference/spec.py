@@ -19,6 +19,7 @@ from features.duration import DurationMs
 Providers = Literal["auto", "cuda", "cpu"]
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 def check_model_name(name: str) -> str:
@@ -48,7 +49,8 @@ class ModelSpec(BaseModel):
 
     Exactly one of `path` (a plain ONNX file, served as-is, never swapped) or `registry`
     (a `ModelRegistry` root; `version` selects `active`, `latest` or a pinned number, and
-    workers re-resolve it every `swap_poll` to hot-swap a new version).
+    workers re-resolve it every `swap_poll` to hot-swap a new version). `sha256` pins the
+    file: one with another digest is refused at start and at every swap.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -57,6 +59,13 @@ class ModelSpec(BaseModel):
     path: Path | None = Field(default=None, description="an ONNX file to serve")
     registry: Path | None = Field(default=None, description="a model registry root")
     version: str = Field(default="active", description="active | latest | a version number")
+    sha256: str | None = Field(
+        default=None,
+        description=(
+            "the sha256 (64 hex digits) the model file must have; any other file is refused "
+            "at start and at hot swap. Unset with `path`: served with a WARNING (unpinned)"
+        ),
+    )
     inputs: dict[str, tuple[str, ...]] = Field(
         description="ONNX input name -> feature columns, in order (fed as float32)"
     )
@@ -92,6 +101,19 @@ class ModelSpec(BaseModel):
         if isinstance(value, str):
             return check_version_selector(value.strip())
         return value
+
+    @field_validator("sha256", mode="before")
+    @classmethod
+    def _sha256(cls, value: object) -> object:
+        if value is None:
+            return None
+        text = str(value).strip().lower()
+        if not _SHA256.match(text):
+            raise ValueError(
+                f"model.sha256 {value!r} is not a sha256: write the file's 64 hex digits "
+                "(`sha256sum model.onnx`)"
+            )
+        return text
 
     @field_validator("inputs")
     @classmethod

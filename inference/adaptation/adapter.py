@@ -1,5 +1,9 @@
 """The worker side of adaptation: `Adapter` picks up verified snapshots between batches
-(reading Redis at most once per `poll_interval_s`) and scores whole batches with River."""
+(reading Redis at most once per `poll_interval_s`) and scores whole batches with River.
+
+A snapshot is taken only when its signature holds, its signed version and pipeline are the
+pointer's and this worker's (`SnapshotStore.load`), and it is not older than the version
+served; anything else is refused with an alert and the served version stays."""
 
 from __future__ import annotations
 
@@ -111,6 +115,14 @@ class Adapter:
             latest = store.latest_version()
             if latest is None or latest in (self._version, self._refused):
                 return None
+            if self._version is not None and latest < self._version:
+                # Versions only grow (the learner's counter): a pointer moved back is a
+                # rollback, to a snapshot that was correctly signed once.
+                return self._refuse(
+                    latest,
+                    f"snapshot version {latest} is older than version {self._version}, "
+                    "which this worker already serves: refused (pointer rolled back?)",
+                )
             try:
                 snapshot = store.load(latest)
             except SnapshotRejected as exc:

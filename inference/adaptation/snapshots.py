@@ -2,7 +2,9 @@
 
 A snapshot is pickled and HMAC-SHA256 signed with the secret shared by the learner and the
 workers (`STREAMFER_SNAPSHOT_KEY`, passed in with the connection settings); it is verified
-*before* it is unpickled, because unpickling runs code.
+*before* it is unpickled, because unpickling runs code. The signed metadata names the
+snapshot's version and its pipeline (the Redis namespace), so a signed snapshot copied under
+another version number or into another pipeline's keys is refused, not served.
 
 Redis keys (the namespace is the hash tag, so one Redis Cluster slot holds them all):
     sf:{<ns>}:adapt:version       latest published version (int)
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import pickle
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -22,6 +25,8 @@ from typing import Any, cast
 
 import orjson
 import redis
+
+log = logging.getLogger(__name__)
 
 # Only named in messages: the settings (streams.spec.Connections) read the variable.
 SNAPSHOT_KEY_ENV = "STREAMFER_SNAPSHOT_KEY"
@@ -82,6 +87,7 @@ class SnapshotStore:
     def __init__(self, client: redis.Redis, namespace: str, key: bytes) -> None:
         self._client = client
         self._key = key
+        self.namespace = namespace
         self.prefix = f"sf:{{{namespace}}}:adapt:"
 
     @property
@@ -96,9 +102,11 @@ class SnapshotStore:
         return int(raw) if raw is not None else None
 
     def publish(self, model: Any, meta: Mapping[str, Any], state: Any = None) -> int:
-        """Sign and store a new version atomically; the version pointer moves last."""
+        """Sign and store a new version atomically; the version pointer moves last. The
+        signed metadata carries the version and the namespace (see `load`)."""
         version = int(self._client.incr(self.prefix + "counter"))
-        meta_bytes = orjson.dumps({**meta, "version": version}, option=orjson.OPT_SORT_KEYS)
+        bound = {**meta, "version": version, "namespace": self.namespace}
+        meta_bytes = orjson.dumps(bound, option=orjson.OPT_SORT_KEYS)
         payload = pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
         state_bytes = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
         pipe = self._client.pipeline(transaction=True)
@@ -119,8 +127,16 @@ class SnapshotStore:
         pipe.execute()
         return version
 
-    def load(self, version: int, *, with_state: bool = False) -> Snapshot | None:
-        """Fetch, verify, then unpickle; None if the version is gone (expired)."""
+    def load(
+        self, version: int, *, with_state: bool = False, allow_unbound: bool = False
+    ) -> Snapshot | None:
+        """Fetch, verify, then unpickle; None if the version is gone (expired).
+
+        Refused (`SnapshotRejected`): a bad signature, and a signed version or namespace that
+        is not `version` and this store's. A snapshot published before the namespace was
+        signed carries none: refused too, unless `allow_unbound` (the learner resuming from
+        its own last snapshot across the upgrade; it then publishes a bound one).
+        """
         fields = ["meta", "model", "sig"] + (["state", "state_sig"] if with_state else [])
         values = cast(list[bytes | None], self._client.hmget(self.snapshot_key(version), fields))
         if values[0] is None and values[1] is None:
@@ -131,10 +147,40 @@ class SnapshotStore:
                 f"snapshot version {version} has a bad signature: refused (tampered, or signed "
                 f"with another {SNAPSHOT_KEY_ENV})"
             )
-        state = None
-        if with_state:
-            state_bytes, state_sig = values[3], values[4]
-            if state_bytes is None or not verify(self._key, meta, state_bytes, state_sig):
-                raise SnapshotRejected(f"snapshot version {version}: learner state bad signature")
-            state = pickle.loads(state_bytes)
-        return Snapshot(version, orjson.loads(meta), pickle.loads(payload), state)
+        state_bytes = values[3] if with_state else None
+        if with_state and (
+            state_bytes is None or not verify(self._key, meta, state_bytes, values[4])
+        ):
+            raise SnapshotRejected(f"snapshot version {version}: learner state bad signature")
+        decoded = orjson.loads(meta)
+        self._check_binding(version, decoded, allow_unbound=allow_unbound)
+        # Only now, signed and bound, is anything unpickled.
+        state = pickle.loads(state_bytes) if state_bytes is not None else None
+        return Snapshot(version, decoded, pickle.loads(payload), state)
+
+    def _check_binding(self, version: int, meta: dict[str, Any], *, allow_unbound: bool) -> None:
+        """The signed version and namespace must be the pointer's and this store's."""
+        signed_version, signed_ns = meta.get("version"), meta.get("namespace")
+        if signed_ns is None:
+            if not allow_unbound:
+                raise SnapshotRejected(
+                    f"snapshot version {version} carries no signed pipeline name (published "
+                    "by a streamfer from before snapshots were bound to their version and "
+                    "pipeline): refused; the learner publishes a bound one at its next "
+                    "snapshot"
+                )
+            log.warning(
+                "snapshot version %d carries no signed pipeline name (published before "
+                "snapshots were bound): resuming from it once",
+                version,
+            )
+        elif signed_ns != self.namespace:
+            raise SnapshotRejected(
+                f"snapshot version {version} is signed for pipeline {signed_ns!r}, not "
+                f"{self.namespace!r}: refused (copied from another pipeline's keys?)"
+            )
+        if signed_version != version:
+            raise SnapshotRejected(
+                f"snapshot under version {version} is signed as version {signed_version}: "
+                "refused (a signed snapshot copied under another version: a rollback?)"
+            )

@@ -20,7 +20,7 @@ from rich.console import Console
 from streams.ops.topics import ensure_topics, read_topic
 from streams.spec import Connections, PipelineSpec
 from streams.worker.pipeline import Worker
-from streams.workloads.demo_model import build_demo_model
+from streams.workloads.demo_model import build_demo_model, pin_model
 from streams.workloads.producing import produce_synthetic
 from streams.workloads.synthetic import CardPayments
 
@@ -78,6 +78,7 @@ def run_demo(
     if spec.model.path is not None and not Path(spec.model.path).exists():
         log.print("building the demo model (synthetic payments → features → MLP → ONNX)…")
         build_demo_model(spec)
+    spec = pin_model(spec)  # the worker serves exactly the file built (or found) above
     ensure_topics(connections, spec)
     log.print(f"producing {n_events:,} synthetic card payments to '{spec.topics.events}'…")
     produced = produce_synthetic(

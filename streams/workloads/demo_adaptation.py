@@ -32,7 +32,7 @@ from streams.ops.topics import ensure_topics, read_topic
 from streams.spec import SNAPSHOT_KEY_ENV, Connections, PipelineSpec
 from streams.worker.pipeline import RunStats, Worker
 from streams.workloads.demo import for_run
-from streams.workloads.demo_model import build_demo_model
+from streams.workloads.demo_model import build_demo_model, pin_model
 from streams.workloads.replay import card_payment_rows, replay
 from streams.workloads.synthetic import CardPayments
 
@@ -264,6 +264,7 @@ def run_adaptation_demo(
     if spec.model.path is not None and not Path(spec.model.path).exists():
         log.print("building the demo model (synthetic payments → features → MLP → ONNX)…")
         build_demo_model(spec)
+    spec = pin_model(spec)  # the worker serves exactly the file built (or found) above
     log.print(
         f"labelling {n_events:,} payments; the fraud pattern changes at payment {drift_at:,}…"
     )

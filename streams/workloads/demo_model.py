@@ -7,7 +7,8 @@ the generator's hidden fraud rule; `train_mlp` fits the weights (standardisation
 `MlpWeights.predict` is the numpy reference forward pass, and `export_onnx` writes the same
 computation as an ONNX graph (opset 17, input `features` (batch, k) float32, output `score`
 (batch,)) with the feature names in its metadata. `build_demo_model` does all of it for a
-spec.
+spec; `pin_model` then pins the file it wrote (`model.sha256`), so the demo serves exactly
+that file and says nothing about an unpinned model.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from features.backends import open_store
 from features.store import FeatureBatch
+from inference.model_ref import file_sha256
 from inference.registry import ModelRegistry
 from streams.spec import PipelineSpec
 from streams.workloads.synthetic import CardPayments, fraud_label
@@ -294,3 +296,12 @@ def build_demo_model(spec: PipelineSpec, *, n_events: int = 20_000, seed: int = 
     ref = ModelRegistry(Path(spec.model.registry)).register(spec.model.name, tmp, activate=True)
     tmp.unlink()
     return ref.path
+
+
+def pin_model(spec: PipelineSpec) -> PipelineSpec:
+    """`spec` with `model.sha256` set to the digest of its model file (a plain `path`; a
+    registry spec is returned as it is: its manifests vouch for its files)."""
+    if spec.model.path is None or spec.model.sha256 is not None:
+        return spec
+    model = spec.model.model_copy(update={"sha256": file_sha256(spec.model.path)})
+    return spec.model_copy(update={"model": model})

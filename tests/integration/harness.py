@@ -24,6 +24,7 @@ import yaml
 
 from features.backends import open_store
 from features.store import FeatureBatch
+from inference.model_ref import file_sha256
 from streams.ops.topics import ensure_topics, read_topic
 from streams.spec import SNAPSHOT_KEY_ENV, Connections, PipelineSpec, parse_spec
 from streams.worker.pipeline import RunStats, Worker
@@ -162,12 +163,27 @@ def spec_dict(
             "max_future": "5m",
         },
         "features": FEATURES,
-        "model": {"name": "card-fraud", "inputs": {"features": names}, "threads": 1, **model},
+        "model": {
+            "name": "card-fraud",
+            "inputs": {"features": names},
+            "threads": 1,
+            **pinned(model),
+        },
         "batching": {"max_size": 500, "max_wait": "50ms"},
         "retry": {"initial": "50ms", "max": "1s"},
         "metrics": {"port": 0},
         **top,
     }
+
+
+def pinned(model: dict[str, Any]) -> dict[str, Any]:
+    """The model section with `sha256` pinned to the file its `path` names, as an operator
+    would deploy it (an unpinned path is served with a WARNING); a file not written yet, a
+    registry or an explicit `sha256` are left as they are."""
+    path = model.get("path")
+    if path is None or "sha256" in model or not Path(path).is_file():
+        return model
+    return {**model, "sha256": file_sha256(path)}
 
 
 def make_spec(unique: str, model: dict[str, Any], **kw: Any) -> PipelineSpec:
