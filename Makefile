@@ -23,7 +23,8 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 install: $(VENV)/.installed
 
 # Java 17 and Maven fetch and run the Kafka broker; redis-server serves the features;
-# promtool checks /metrics and Chromium runs the dashboard's browser test.
+# promtool checks /metrics and Chromium runs the dashboard's browser test; openssl makes the
+# throwaway CA and certificates of `streamfer up --secure`.
 prerequisites:
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
@@ -31,6 +32,7 @@ prerequisites:
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v java >/dev/null || missing="$$missing openjdk-17-jre-headless"; \
 	command -v mvn >/dev/null || missing="$$missing maven"; \
+	command -v openssl >/dev/null || missing="$$missing openssl"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "installing:$$missing"; \
@@ -51,8 +53,9 @@ demo: install prerequisites
 	@set -e; exports=$$($(STREAMFER) up); trap '$(STREAMFER) down' EXIT; eval "$$exports"; \
 	$(STREAMFER) demo -s $(SPEC) --events $(EVENTS) --drift-events $(DRIFT_EVENTS)
 
+# --secure: the suite also runs its clients against the SASL_SSL listener and Redis TLS.
 test: install prerequisites
-	@set -e; exports=$$($(STREAMFER) up); trap '$(STREAMFER) down' EXIT; eval "$$exports"; \
+	@set -e; exports=$$($(STREAMFER) up --secure); trap '$(STREAMFER) down' EXIT; eval "$$exports"; \
 	$(BIN)/ruff check streams features inference tests bench; \
 	$(BIN)/pytest -p no:cacheprovider -q tests
 

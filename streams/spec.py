@@ -20,6 +20,14 @@ from features.spec import FeatureSpec
 from inference.adaptation import AdaptationSpec as Adaptation
 from inference.spec import ModelSpec
 from streams.events.schema import EventSchema
+from streams.security.redaction import (
+    MASK,
+    is_secret_setting,
+    redact,
+    redact_url,
+    register_secret,
+    register_url_secrets,
+)
 
 
 class SpecError(Exception):
@@ -209,7 +217,12 @@ MODEL_KEY_ENV = "STREAMFER_MODEL_KEY"
 
 class Connections(_Frozen):
     """Where Kafka and Redis are, and the secrets to use them; from the environment, never
-    from the spec file."""
+    from the spec file.
+
+    Every secret it holds is registered with `streams.security.redaction` when it is built
+    (or unpickled in a worker process), so no message, log record or traceback of the process
+    prints it; its repr and str mask the Redis password and the secret librdkafka settings.
+    """
 
     bootstrap: str = "127.0.0.1:9092"
     redis_url: str = "redis://127.0.0.1:6379/0"
@@ -220,6 +233,30 @@ class Connections(_Frozen):
     model_key: SecretStr | None = Field(
         default=None, description="HMAC key of model registry manifests (STREAMFER_MODEL_KEY)"
     )
+
+    def model_post_init(self, context: Any, /) -> None:
+        self._register_secrets()
+
+    def __setstate__(self, state: dict[Any, Any]) -> None:
+        # A spawned worker process gets its Connections by unpickling, not by validation.
+        super().__setstate__(state)
+        self._register_secrets()
+
+    def _register_secrets(self) -> None:
+        register_url_secrets(self.redis_url)
+        for name, value in self.kafka.items():
+            if is_secret_setting(name):
+                register_secret(value)
+        register_secret(self.snapshot_secret)
+        register_secret(self.model_secret)
+
+    def __repr_args__(self) -> Any:
+        for name, value in super().__repr_args__():
+            if name == "redis_url":
+                value = redact_url(value)
+            elif name == "kafka":
+                value = {k: MASK if is_secret_setting(k) else redact(v) for k, v in value.items()}
+            yield name, value
 
     @property
     def snapshot_secret(self) -> str | None:
@@ -234,7 +271,20 @@ class Connections(_Frozen):
     @classmethod
     def from_env(cls, *, bootstrap: str | None = None, redis_url: str | None = None) -> Connections:
         """STREAMFER_BOOTSTRAP, STREAMFER_REDIS_URL, and STREAMFER_RDKAFKA_<SETTING> for any
-        librdkafka setting (e.g. STREAMFER_RDKAFKA_SASL_PASSWORD → sasl.password)."""
+        librdkafka setting (e.g. STREAMFER_RDKAFKA_SASL_PASSWORD → sasl.password).
+
+        Every secret of the environment is registered for redaction, also those this object
+        does not keep (STREAMFER_REDIS_ADMIN_URL's password, the secure stack's credentials):
+        a variable whose name says password/secret/key/token/credentials, and the password
+        of any STREAMFER_*_URL.
+        """
+        for key, value in os.environ.items():
+            if not key.startswith("STREAMFER_"):
+                continue
+            if key.endswith("_URL"):
+                register_url_secrets(value)
+            elif is_secret_setting(key):
+                register_secret(value)
         extra = {
             key.removeprefix("STREAMFER_RDKAFKA_").lower().replace("_", "."): value
             for key, value in os.environ.items()

@@ -1,8 +1,11 @@
 """Session fixtures: the real Kafka broker and redis-server, and unique names per test.
 
-`make test` brings the local stack up first and exports STREAMFER_BOOTSTRAP and
-STREAMFER_REDIS_URL. Run on its own, pytest starts the stack itself (and stops what it
-started). Either way a service that cannot be reached fails the run: nothing is skipped.
+`make test` brings the local stack up first and exports STREAMFER_BOOTSTRAP,
+STREAMFER_REDIS_URL (the `streamfer` ACL user: only the commands streamfer sends) and
+STREAMFER_REDIS_ADMIN_URL (the `admin` user, for what tests do besides: FLUSH, PFDEBUG,
+SCRIPT FLUSH, looking at keys). Run on its own, pytest starts the stack itself (and stops
+what it started). Either way a service that cannot be reached fails the run: nothing is
+skipped.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +24,8 @@ import pytest
 class Services:
     bootstrap: str
     redis_url: str
+    redis_admin_url: str = ""  # empty: a Redis without ACL users, redis_url can do it all
+    secure_redis_url: str = ""  # rediss://, `streamfer up --secure` (STREAMFER_SECURE_REDIS_URL)
 
 
 def _reachable(services: Services) -> None:
@@ -37,16 +42,27 @@ def services() -> Iterator[Services]:
     bootstrap = os.environ.get("STREAMFER_BOOTSTRAP")
     redis_url = os.environ.get("STREAMFER_REDIS_URL")
     if bootstrap and redis_url:
-        found = Services(bootstrap, redis_url)
+        found = Services(
+            bootstrap,
+            redis_url,
+            os.environ.get("STREAMFER_REDIS_ADMIN_URL", ""),
+            os.environ.get("STREAMFER_SECURE_REDIS_URL", ""),
+        )
         _reachable(found)
         yield found
         return
     from streams.stack.local import LocalStack, StackConfig
 
-    stack = LocalStack(StackConfig.from_env())
+    # `--secure`, as `make test` starts it: the SASL_SSL tests find the secure listener.
+    stack = LocalStack(replace(StackConfig.from_env(), secure=True))
     was_up = stack.status().running
     status = stack.up()
-    started = Services(status.bootstrap_servers, status.redis_url)
+    started = Services(
+        status.bootstrap_servers,
+        status.redis_url,
+        status.redis_admin_url,
+        status.secure_redis_url or "",
+    )
     _reachable(started)
     try:
         yield started
@@ -74,6 +90,29 @@ def client(redis_url: str) -> Iterator[Any]:
     import redis
 
     client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def redis_admin_url(request: pytest.FixtureRequest) -> str:
+    """The test Redis as its `admin` ACL user (STREAMFER_REDIS_ADMIN_URL); a Redis without
+    ACL users (no admin URL exported) is reached through STREAMFER_REDIS_URL itself."""
+    url = os.environ.get("STREAMFER_REDIS_ADMIN_URL")
+    if url:
+        return url
+    if os.environ.get("STREAMFER_REDIS_URL"):
+        return str(request.getfixturevalue("redis_url"))
+    services: Services = request.getfixturevalue("services")
+    return services.redis_admin_url or services.redis_url
+
+
+@pytest.fixture
+def admin_client(redis_admin_url: str) -> Iterator[Any]:
+    """A redis-py client with every command (PFDEBUG, SCRIPT FLUSH, PTTL on any key)."""
+    import redis
+
+    client = redis.Redis.from_url(redis_admin_url)
     yield client
     client.close()
 

@@ -6,9 +6,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import typer
+from rich.markup import escape
 
 # Re-exported while the commands move to importing streams.cli.output directly.
 from streams.cli.output import err, out, setup_logging  # noqa: F401
+from streams.security.redaction import redact
 
 
 class UserError(Exception):
@@ -47,11 +49,12 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
 
 @contextmanager
 def user_errors() -> Iterator[None]:
-    """Turn the errors a user can cause into one line on stderr and exit status 2."""
+    """Turn the errors a user can cause into one line on stderr and exit status 2; the
+    message is redacted (it may name a URL or a setting) and printed as text, not markup."""
     try:
         yield
     except Exception as exc:
         if not isinstance(exc, _user_error_types()):
             raise
-        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        err.print(f"[bold red]error:[/] {escape(redact(str(exc)))}", highlight=False)
         raise typer.Exit(2) from None

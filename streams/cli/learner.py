@@ -42,7 +42,9 @@ def learn(
 ) -> None:
     """Learn from delayed labels (River, online), publish signed snapshots, watch for drift."""
     import redis
+    from rich.markup import escape
 
+    from streams.cli.redis_check import check_redis, redis_failure
     from streams.learner.app import Learner, LearnerOptions
     from streams.spec import Connections, load_spec
 
@@ -50,6 +52,7 @@ def learn(
     with user_errors():
         pipeline = load_spec(spec, prefix=name)
         connections = Connections.from_env(bootstrap=bootstrap, redis_url=redis_url)
+        check_redis(connections)
         try:
             learner = Learner(
                 pipeline,
@@ -77,8 +80,7 @@ def learn(
             learner.run()
         except redis.ConnectionError as exc:
             err.print(
-                f"[bold red]error:[/] no Redis answered ({exc}): start it or set "
-                "STREAMFER_REDIS_URL",
+                f"[bold red]error:[/] {escape(redis_failure(connections.redis_url, exc))}",
                 highlight=False,
             )
             raise typer.Exit(2) from None

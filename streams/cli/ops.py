@@ -104,7 +104,9 @@ def rebuild(
     committed offsets on the rebuilt state.
     """
     import redis
+    from rich.markup import escape
 
+    from streams.cli.redis_check import check_redis, redis_failure
     from streams.ops.progress import progress_reporter
     from streams.ops.rebuild import RebuildPlan, parse_start, rebuild_state
     from streams.spec import Connections, load_spec
@@ -113,6 +115,7 @@ def rebuild(
     with user_errors():
         pipeline = load_spec(spec)
         chosen = parse_start(start)
+        check_redis(connections)
     try:
         with user_errors(), progress_reporter("rebuild", None, unit="events", console=err) as bar:
 
@@ -136,11 +139,8 @@ def rebuild(
                 on_plan=announce,
             )
     except redis.RedisError as exc:
-        err.print(
-            f"[bold red]error:[/] Redis at {connections.redis_url}: {exc}. Check that it runs "
-            "(or STREAMFER_REDIS_URL).",
-            highlight=False,
-        )
+        why = escape(redis_failure(connections.redis_url, exc))
+        err.print(f"[bold red]error:[/] {why}", highlight=False)
         raise typer.Exit(2) from None
     out.print(
         f"rebuilt namespace '{pipeline.namespace}': {result.events:,} events replayed "

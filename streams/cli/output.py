@@ -1,5 +1,7 @@
 """What commands print: human text on stderr, what scripts read (exports, summaries, JSON)
-on stdout, whole lines when either is not a terminal."""
+on stdout, whole lines when either is not a terminal. Human text and log records pass
+through `redact`: no secret reaches stderr (stdout keeps what scripts must read, such as the
+`export` lines of `streamfer up`)."""
 
 from __future__ import annotations
 
@@ -11,13 +13,16 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
+from streams.security.redaction import RedactingStream, install_log_redaction
+
 
 def _console(stream: TextIO, *, stderr: bool) -> Console:
     """A terminal gets Rich's width; a pipe or file gets whole lines (no wrapping at 80
-    columns), so what a script reads is one record per line."""
+    columns), so what a script reads is one record per line. Stderr is written redacted."""
+    file = RedactingStream(lambda: sys.stderr) if stderr else None
     if stream.isatty():
-        return Console(stderr=stderr)
-    return Console(stderr=stderr, width=_PIPE_WIDTH, soft_wrap=True)
+        return Console(stderr=stderr, file=file)
+    return Console(stderr=stderr, file=file, width=_PIPE_WIDTH, soft_wrap=True)
 
 
 _PIPE_WIDTH = 1_000
@@ -41,7 +46,9 @@ def emit_json(document: dict[str, Any]) -> None:
 
 
 def setup_logging(verbose: bool) -> None:
+    """Log to stderr at INFO (`-v`) or WARNING, every record redacted."""
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
+    install_log_redaction()

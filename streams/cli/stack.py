@@ -16,12 +16,15 @@ from typing import Annotated
 import typer
 
 from streams.cli.errors import err, out, user_errors
+from streams.security.redaction import redact_url
 from streams.stack.config import (
     CONTROLLER_PORT_ENV,
     HOME_ENV,
     KAFKA_PORT_ENV,
+    KAFKA_SECURE_PORT_ENV,
     PORT_ENVS,
     REDIS_PORT_ENV,
+    REDIS_TLS_PORT_ENV,
     StackConfig,
     StackError,
 )
@@ -61,6 +64,32 @@ RedisPortOpt = Annotated[
     int | None,
     _port_option("--redis-port", "redis-server port", REDIS_PORT_ENV, _DEFAULT.redis_port),
 ]
+KafkaSecurePortOpt = Annotated[
+    int | None,
+    _port_option(
+        "--kafka-secure-port",
+        "Kafka SASL_SSL listener port, with --secure",
+        KAFKA_SECURE_PORT_ENV,
+        _DEFAULT.kafka_secure_port,
+    ),
+]
+SecureOpt = Annotated[
+    bool,
+    typer.Option(
+        "--secure",
+        help="also a Kafka SASL_SSL listener (SCRAM-SHA-512) and Redis TLS; prints "
+        "STREAMFER_SECURE_* too",
+    ),
+]
+RedisTlsPortOpt = Annotated[
+    int | None,
+    _port_option(
+        "--redis-tls-port",
+        "redis-server TLS port, with --secure",
+        REDIS_TLS_PORT_ENV,
+        _DEFAULT.redis_tls_port,
+    ),
+]
 
 
 def stack_config(
@@ -70,6 +99,8 @@ def stack_config(
     kafka_port: int | None = None,
     controller_port: int | None = None,
     redis_port: int | None = None,
+    redis_tls_port: int | None = None,
+    kafka_secure_port: int | None = None,
 ) -> StackConfig:
     """The environment's StackConfig with the options given on the command line on top."""
     env = os.environ if environ is None else environ
@@ -80,6 +111,8 @@ def stack_config(
             ("kafka_port", kafka_port),
             ("controller_port", controller_port),
             ("redis_port", redis_port),
+            ("redis_tls_port", redis_tls_port),
+            ("kafka_secure_port", kafka_secure_port),
         )
         if value is not None
     }
@@ -98,6 +131,9 @@ def up(
     kafka_port: KafkaPortOpt = None,
     controller_port: ControllerPortOpt = None,
     redis_port: RedisPortOpt = None,
+    redis_tls_port: RedisTlsPortOpt = None,
+    kafka_secure_port: KafkaSecurePortOpt = None,
+    secure: SecureOpt = False,
 ) -> None:
     """Start a local Kafka (KRaft) broker and redis-server on loopback; idempotent.
 
@@ -111,14 +147,24 @@ def up(
             kafka_port=kafka_port,
             controller_port=controller_port,
             redis_port=redis_port,
+            redis_tls_port=redis_tls_port,
+            kafka_secure_port=kafka_secure_port,
         )
-        stack = LocalStack(config)
+        stack = LocalStack(replace(config, secure=secure))
         was_running = stack.status().running
         status = stack.up()
+        secure_kafka = stack.secure_kafka()
     state = "already running" if was_running else "started"
     err.print(f"local stack {state}: kafka pid {status.kafka_pid}, redis pid {status.redis_pid}")
     out.print(f"export STREAMFER_BOOTSTRAP={status.bootstrap_servers}")
+    # Redis as the `streamfer` ACL user, and as `admin` for tests and operators' admin work.
     out.print(f"export STREAMFER_REDIS_URL={status.redis_url}")
+    out.print(f"export STREAMFER_REDIS_ADMIN_URL={status.redis_admin_url}")
+    if status.secure_redis_url is not None:
+        out.print(f"export STREAMFER_SECURE_REDIS_URL={status.secure_redis_url}")
+    if secure_kafka is not None:  # the SASL_SSL listener and its SCRAM user
+        for line in secure_kafka.export_lines():
+            out.print(line, highlight=False, markup=False)
 
 
 def down(home: HomeOpt = None) -> None:
@@ -137,7 +183,7 @@ def status(home: HomeOpt = None) -> None:
     with user_errors():
         s = LocalStack(stack_config(home=home)).status()
     out.print(
-        f"running={s.running} bootstrap={s.bootstrap_servers} redis={s.redis_url} "
+        f"running={s.running} bootstrap={s.bootstrap_servers} redis={redact_url(s.redis_url)} "
         f"kafka_pid={s.kafka_pid} redis_pid={s.redis_pid}"
     )
     if not s.running:

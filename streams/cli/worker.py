@@ -2,29 +2,18 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
-from streams.cli.errors import UserError, user_errors
+from streams.cli.errors import user_errors
 from streams.cli.options import BootstrapOpt, JsonOpt, NameOpt, RedisOpt, SpecOpt, VerboseOpt
 from streams.cli.output import emit_json, err, setup_logging
 
-if TYPE_CHECKING:
-    from streams.spec import Connections
+# `streamfer run` (and the workloads) check Redis before starting workers.
+from streams.cli.redis_check import check_redis
 
-
-def check_redis(connections: Connections) -> None:
-    """Fail early, naming the fix, when no Redis answers (the URL's password is not shown)."""
-    import redis
-
-    try:
-        redis.Redis.from_url(connections.redis_url, socket_timeout=5).ping()
-    except (redis.ConnectionError, redis.TimeoutError) as exc:
-        raise UserError(
-            f"no Redis answered at {connections.redis_url} ({exc}). Start the local stack with "
-            "`streamfer up`, or set STREAMFER_REDIS_URL."
-        ) from None
+__all__ = ["check_redis", "register", "run"]
 
 
 def run(

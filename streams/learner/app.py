@@ -64,6 +64,7 @@ from streams.learner.tables import (
     window_rows,
 )
 from streams.spec import Connections, PipelineSpec
+from streams.worker.kafka_log import COMMAND_LINK, BrokerRefused
 from streams.worker.prediction_log import PredictionLog
 
 log = logging.getLogger(__name__)
@@ -125,6 +126,7 @@ class Learner:
         self._last_label = time.monotonic()
         self._dirty = False
         self.labels: LabelConsumer | None = None
+        self.refused: BrokerRefused | None = None  # the broker refused the labels consumer
         self.app = self._build_app()
 
     # -- start-up: continue from the newest snapshot -------------------------------------
@@ -134,7 +136,9 @@ class Learner:
         snapshot = None
         if version is not None:
             try:
-                snapshot = self.store.load(version, with_state=True)
+                # Its own last snapshot, even one from before snapshots were bound to their
+                # pipeline: the next one it publishes is bound (workers refuse unbound ones).
+                snapshot = self.store.load(version, with_state=True, allow_unbound=True)
             except SnapshotRejected as exc:
                 raise LearnerError(
                     f"{exc}. Remove the snapshot keys sf:{{{self.spec.namespace}}}:adapt:* to "
@@ -228,6 +232,12 @@ class Learner:
                 records = await asyncio.to_thread(
                     consumer.consume, batching.max_size, batching.max_wait / 1000
                 )
+                if COMMAND_LINK.refusal is not None:
+                    # Bad credentials are not waited out: stop the way SIGTERM does (a
+                    # last snapshot), and `run` raises the refusal's one line.
+                    learner.refused = COMMAND_LINK.refusal
+                    os.kill(os.getpid(), signal.SIGTERM)
+                    return
                 if records:
                     await learner._wait_for_tables(app)
                     await learner.handle(records)
@@ -396,6 +406,8 @@ class Learner:
         worker = faust.Worker(self.app, loglevel=self.options.loglevel, quiet=True)
         with contextlib.suppress(SystemExit):  # mode's worker exits the interpreter when done
             worker.execute_from_commandline()
+        if self.refused is not None:
+            raise LearnerError(str(self.refused))
 
 
 def free_port(host: str) -> int:

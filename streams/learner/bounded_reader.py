@@ -11,7 +11,7 @@ from typing import Any
 
 from streams.learner.errors import LearnerError
 from streams.spec import Connections
-from streams.worker.kafka_log import quiet_consumer
+from streams.worker.kafka_log import BrokerUnreachable, quiet_consumer
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,13 @@ def read_to_end(
     """Every committed record of `topic` below the high watermarks it had at the call; [] for
     a missing topic. Records written during the read are left out, so two reads of a quiet
     topic agree. Raises TopicReadTimeout when `timeout_s` passes first."""
-    from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+    from confluent_kafka import (
+        OFFSET_BEGINNING,
+        Consumer,
+        KafkaError,
+        KafkaException,
+        TopicPartition,
+    )
 
     deadline = time.monotonic() + timeout_s
 
@@ -60,7 +66,13 @@ def read_to_end(
     )
     try:
         # All topics, not this one: asking for a missing topic's metadata may auto-create it.
-        topics = consumer.list_topics(timeout=left()).topics
+        try:
+            topics = consumer.list_topics(timeout=left()).topics
+        except KafkaException as exc:
+            raise BrokerUnreachable(
+                f"no Kafka broker answered at {connections.bootstrap} within {timeout_s:.0f}s "
+                f"({exc}). Start the local stack with `streamfer up`, or set STREAMFER_BOOTSTRAP."
+            ) from None
         meta = topics.get(topic)
         if meta is None or meta.error is not None:
             return []

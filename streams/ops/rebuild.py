@@ -30,7 +30,7 @@ from streams.events import dead_letters
 from streams.ops.lag import LagReader
 from streams.ops.progress import NoProgress, ProgressReporter
 from streams.spec import Connections, PipelineSpec
-from streams.worker.kafka_log import quiet_consumer
+from streams.worker.kafka_log import COMMAND_LINK, quiet_consumer
 
 if TYPE_CHECKING:  # the real imports are in the functions: `streamfer --help` stays fast
     import redis
@@ -212,7 +212,8 @@ def read_range(
             if out:
                 last_progress = time.monotonic()
                 yield out
-            elif time.monotonic() - last_progress > idle_timeout_s:
+            COMMAND_LINK.raise_if_refused()
+            if not out and time.monotonic() - last_progress > idle_timeout_s:
                 raise RebuildError(
                     f"no progress reading {topic} partitions {sorted(todo)} for "
                     f"{idle_timeout_s:.0f}s (an open transaction holding back read_committed?)"

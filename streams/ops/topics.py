@@ -9,23 +9,45 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from streams.spec import Connections, PipelineSpec
-from streams.worker.kafka_log import quiet_admin, quiet_consumer
+from streams.worker.kafka_log import (
+    COMMAND_LINK,
+    BrokerLink,
+    BrokerRefused,
+    BrokerUnreachable,
+    quiet_admin,
+    quiet_consumer,
+)
+
+# Importers name these from here; they live with the link that detects them.
+__all__ = ["BrokerRefused", "BrokerUnreachable", "admin_for", "ensure_topics", "read_topic"]
 
 
-class BrokerUnreachable(Exception):
-    """No broker answered; the message says where we looked and what to check."""
+def admin_for(
+    connections: Connections, timeout_s: float = 10.0, link: BrokerLink | None = None
+) -> AdminClient:
+    """An AdminClient that has reached the cluster: BrokerUnreachable after `timeout_s`,
+    BrokerRefused as soon as the broker refuses the credentials or the certificate."""
+    import time
 
-
-def admin_for(connections: Connections, timeout_s: float = 10.0) -> AdminClient:
-    admin = AdminClient(quiet_admin(connections.kafka_config()))
-    try:
-        admin.list_topics(timeout=timeout_s)
-    except KafkaException as exc:
-        raise BrokerUnreachable(
-            f"no Kafka broker answered at {connections.bootstrap} within {timeout_s:.0f}s ({exc}). "
-            "Start the local stack with `streamfer up`, or set STREAMFER_BOOTSTRAP."
-        ) from None
-    return admin
+    admin = AdminClient(quiet_admin(connections.kafka_config(), link))
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            # Short tries: a refused login is seen between them, not after the whole wait.
+            admin.list_topics(timeout=min(1.0, max(deadline - time.monotonic(), 0.1)))
+            return admin
+        except KafkaException as exc:
+            failure = exc
+        admin.poll(0)  # serves error_cb, which notes a refusal on the link
+        refused = (link or COMMAND_LINK).refusal
+        if refused is not None:
+            raise refused from None
+        if time.monotonic() >= deadline:
+            raise BrokerUnreachable(
+                f"no Kafka broker answered at {connections.bootstrap} within {timeout_s:.0f}s "
+                f"({failure}). Start the local stack with `streamfer up`, or set "
+                "STREAMFER_BOOTSTRAP."
+            ) from None
 
 
 def ensure_topics(
@@ -107,6 +129,7 @@ def read_topic(
                     last = time.monotonic()
                 elif err.code() == KafkaError._PARTITION_EOF:
                     eof.add(msg.partition())
+            COMMAND_LINK.raise_if_refused()
             assigned = {p.partition for p in consumer.assignment()}
             if (
                 expected is None

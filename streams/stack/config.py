@@ -25,12 +25,16 @@ HOME_ENV = "STREAMFER_HOME"
 KAFKA_PORT_ENV = "STREAMFER_KAFKA_PORT"
 CONTROLLER_PORT_ENV = "STREAMFER_CONTROLLER_PORT"
 REDIS_PORT_ENV = "STREAMFER_REDIS_PORT"
+REDIS_TLS_PORT_ENV = "STREAMFER_REDIS_TLS_PORT"
+KAFKA_SECURE_PORT_ENV = "STREAMFER_KAFKA_SECURE_PORT"
 KAFKA_VERSION_ENV = "STREAMFER_KAFKA_VERSION"
 KAFKA_HOME_ENV = "KAFKA_HOME"
 PORT_ENVS = {
     "kafka_port": KAFKA_PORT_ENV,
     "controller_port": CONTROLLER_PORT_ENV,
     "redis_port": REDIS_PORT_ENV,
+    "redis_tls_port": REDIS_TLS_PORT_ENV,
+    "kafka_secure_port": KAFKA_SECURE_PORT_ENV,
 }
 
 _VERSION_RE = re.compile(r"^(\d+)\.(\d+)\.(\d+)(?:[.-][0-9A-Za-z.-]+)?$")
@@ -59,8 +63,12 @@ class StackConfig:
     kafka_port: int = 9092
     controller_port: int = 9093
     redis_port: int = 6379
+    redis_tls_port: int = 6380  # opened by `streamfer up --secure` only
+    kafka_secure_port: int = 9094  # the SASL_SSL listener, with `streamfer up --secure` only
     kafka_home: Path | None = None
     kafka_version: str = DEFAULT_KAFKA_VERSION
+    # `streamfer up --secure`: also the TLS/SASL listeners (Kafka SASL_SSL, Redis TLS port)
+    secure: bool = False
 
     def __post_init__(self) -> None:
         ports = {name: getattr(self, name) for name in PORT_ENVS}
@@ -71,7 +79,7 @@ class StackConfig:
             given = ", ".join(f"{name}={port}" for name, port in ports.items())
             raise StackError(
                 f"the stack's ports must differ, got {given}: set {', '.join(PORT_ENVS.values())} "
-                "(or the matching `streamfer up` options) to three different ports"
+                f"(or the matching `streamfer up` options) to {len(ports)} different ports"
             )
         match = _VERSION_RE.match(self.kafka_version)
         if match is None or int(match.group(1)) < 4:
@@ -116,9 +124,11 @@ class StackStatus:
 
     running: bool
     bootstrap_servers: str
-    redis_url: str
+    redis_url: str  # as the `streamfer` ACL user, password included: print it redacted
     kafka_pid: int | None
     redis_pid: int | None
+    redis_admin_url: str = ""  # as the `admin` ACL user (all commands)
+    secure_redis_url: str | None = None  # rediss://, with `streamfer up --secure`
 
 
 def shipped_file(name: str) -> str:
@@ -126,12 +136,22 @@ def shipped_file(name: str) -> str:
     return resources.files("streams.stack").joinpath(f"kafka/{name}").read_text("utf-8")
 
 
-def render_server_properties(config: StackConfig, data_dir: Path) -> str:
-    """The broker's server.properties: the shipped template with this config's ports."""
-    return string.Template(shipped_file("server.properties")).substitute(
+def render_server_properties(
+    config: StackConfig, data_dir: Path, keystore: Path | None = None
+) -> str:
+    """The broker's server.properties: the shipped template with this config's ports, and
+    the SASL_SSL listener (TLS key and certificates from `keystore`) when one is given."""
+    secure = f",SASL_SSL://{LOCALHOST}:{config.kafka_secure_port}"
+    text = string.Template(shipped_file("server.properties")).substitute(
         kafka_port=config.kafka_port,
         controller_port=config.controller_port,
         data_dir=str(data_dir),
+        secure_listener="" if keystore is None else secure,
+    )
+    if keystore is None:
+        return text
+    return text + string.Template(shipped_file("secure.properties")).substitute(
+        keystore=str(keystore)
     )
 
 

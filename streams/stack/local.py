@@ -19,11 +19,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from streams.security.redaction import redact_url
+from streams.security.tls import Certificates, TlsError, ensure_certificates
 from streams.stack.config import (
     CONTROLLER_PORT_ENV,
     KAFKA_PORT_ENV,
+    KAFKA_SECURE_PORT_ENV,
     LOCALHOST,
     REDIS_PORT_ENV,
+    REDIS_TLS_PORT_ENV,
     StackConfig,
     StackError,
     StackStatus,
@@ -32,6 +36,15 @@ from streams.stack.config import (
     shipped_file,
 )
 from streams.stack.discovery import find_java, find_redis_server, kafka_classpath
+from streams.stack.kafka_security import (
+    KAFKA_USER,
+    SecureKafka,
+    ensure_scram_user,
+    format_args,
+    kafka_password,
+    secure_bootstrap,
+    wait_secure_listener,
+)
 from streams.stack.processes import (
     accepts,
     alive,
@@ -44,6 +57,17 @@ from streams.stack.processes import (
     spawn_detached,
     stop,
     tail,
+)
+from streams.stack.redis_security import (
+    ADMIN_USER,
+    APP_USER,
+    RedisPasswords,
+    app_commands,
+    ensure_passwords,
+    redis_url,
+    server_version,
+    tls_args,
+    write_acl,
 )
 
 # Importers outside the stack use these three (and StackStatus) from here.
@@ -105,6 +129,10 @@ class LocalStack:
             port_env=REDIS_PORT_ENV,
             marker=("--dir", str(self.redis_dir)),
         )
+        # Redis requires a password: ACL users made once per home (streams.stack.redis_security).
+        self.redis_passwords = self.redis_dir / "passwords.json"
+        self.redis_acl = self.redis_dir / "users.acl"
+        self.tls_dir = self.home / "tls"
 
     # -- public API ---------------------------------------------------------------------
 
@@ -117,14 +145,11 @@ class LocalStack:
             and redis_pid is not None
             and accepts(self.config.kafka_port)
             and accepts(self.config.redis_port)
+            and (not self.config.secure or accepts(self.config.redis_tls_port))
         )
-        return StackStatus(
-            running=running,
-            bootstrap_servers=self.config.bootstrap_servers,
-            redis_url=self.config.redis_url,
-            kafka_pid=kafka_pid,
-            redis_pid=redis_pid,
-        )
+        made = self.redis_passwords.exists()
+        passwords = ensure_passwords(self.redis_passwords) if made else None
+        return self._status(running, kafka_pid, redis_pid, passwords)
 
     def up(self, timeout_s: float = 180.0) -> StackStatus:
         """Start whatever of the two is not already running, and wait until both serve.
@@ -162,6 +187,8 @@ class LocalStack:
                     started.append((self.kafka, kafka_pid))
                 self._wait_redis(redis_pid, deadline)
                 self._wait_kafka(kafka_pid, deadline)
+                if self.config.secure:
+                    self._wait_secure_kafka(kafka_pid, deadline)
             except BaseException:
                 with contextlib.suppress(StackError):  # keep the original error for the user
                     stop([pid for _, pid in started], timeout_s=10.0)
@@ -169,12 +196,34 @@ class LocalStack:
                     service.pid_file.unlink(missing_ok=True)
                 raise
             self._write_stack_json(kafka_pid, redis_pid)
+        return self._status(True, kafka_pid, redis_pid, ensure_passwords(self.redis_passwords))
+
+    def _status(
+        self,
+        running: bool,
+        kafka_pid: int | None,
+        redis_pid: int | None,
+        passwords: RedisPasswords | None,
+    ) -> StackStatus:
+        """What `status()`/`up()` report; Redis URLs carry the ACL users' passwords (a home
+        that never started Redis has none yet: its URL has no user)."""
+        if passwords is None:
+            return StackStatus(
+                running, self.config.bootstrap_servers, self.config.redis_url, kafka_pid, redis_pid
+            )
+        port, tls_port = self.config.redis_port, self.config.redis_tls_port
+        secure_url = None
+        if self.config.secure:
+            ca = self._certificates().ca
+            secure_url = redis_url(APP_USER, passwords.streamfer, LOCALHOST, tls_port, ca=ca)
         return StackStatus(
-            running=True,
+            running=running,
             bootstrap_servers=self.config.bootstrap_servers,
-            redis_url=self.config.redis_url,
+            redis_url=redis_url(APP_USER, passwords.streamfer, LOCALHOST, port),
             kafka_pid=kafka_pid,
             redis_pid=redis_pid,
+            redis_admin_url=redis_url(ADMIN_USER, passwords.admin, LOCALHOST, port),
+            secure_redis_url=secure_url,
         )
 
     def down(self, timeout_s: float = 30.0) -> None:
@@ -204,13 +253,21 @@ class LocalStack:
             current = self.server_properties.read_text()
         except OSError:
             return
-        wanted = render_server_properties(self.config, self.kafka_dir / "data")
         # Settings, not comments: a reworded template must not disown a running broker.
-        if _settings(current) != _settings(wanted):
-            raise StackError(
-                f"the Kafka broker of {self.home} is running with other settings (ports) than "
-                "requested: run `streamfer down` first, then `streamfer up` again"
-            )
+        running = _settings(current)
+        # A broker with the SASL_SSL listener serves plaintext clients as well.
+        running_secure = any(line.startswith("listener.name.sasl_ssl.") for line in running)
+        if running == _settings(self._server_properties(secure=running_secure)):
+            if self.config.secure and not running_secure:
+                raise StackError(
+                    f"the Kafka broker of {self.home} is running without the SASL_SSL listener: "
+                    "run `streamfer down` first, then `streamfer up --secure` again"
+                )
+            return
+        raise StackError(
+            f"the Kafka broker of {self.home} is running with other settings (ports) than "
+            "requested: run `streamfer down` first, then `streamfer up` again"
+        )
 
     def _check_running_redis_config(self, pid: int) -> None:
         args = process_args(pid) or []
@@ -219,11 +276,27 @@ class LocalStack:
                 f"the redis-server of {self.home} is running on another port than "
                 f"{self.config.redis_port}: run `streamfer down` first, then `streamfer up` again"
             )
+        if not args_contain(args, ("--aclfile", str(self.redis_acl))):
+            raise StackError(
+                f"the redis-server of {self.home} is running without a password (started by an "
+                "older streamfer): run `streamfer down` first, then `streamfer up` again"
+            )
+        tls_port = str(self.config.redis_tls_port)
+        if self.config.secure and not args_contain(args, ("--tls-port", tls_port)):
+            raise StackError(
+                f"the redis-server of {self.home} is running without TLS on port {tls_port}: "
+                "run `streamfer down` first, then `streamfer up --secure` again"
+            )
 
     def _check_ports_free(self, services: list[_Service]) -> None:
         checks = [(s.name, s.port, s.port_env) for s in services]
         if self.kafka in services:
             checks.append(("Kafka controller", self.config.controller_port, CONTROLLER_PORT_ENV))
+        if self.kafka in services and self.config.secure:
+            port = self.config.kafka_secure_port
+            checks.append(("Kafka SASL_SSL listener", port, KAFKA_SECURE_PORT_ENV))
+        if self.redis in services and self.config.secure:
+            checks.append(("redis-server TLS", self.config.redis_tls_port, REDIS_TLS_PORT_ENV))
         for name, port, env in checks:
             if not port_free(port):
                 raise StackError(
@@ -233,8 +306,20 @@ class LocalStack:
 
     # -- starting -----------------------------------------------------------------------
 
+    def _certificates(self) -> Certificates:
+        """The home's throwaway CA and server certificate (`streamfer up --secure`)."""
+        try:
+            return ensure_certificates(self.tls_dir)
+        except TlsError as exc:
+            raise StackError(str(exc)) from None
+
     def _start_redis(self, redis_server: str) -> int:
         self.redis_dir.mkdir(parents=True, exist_ok=True)
+        passwords = ensure_passwords(self.redis_passwords)
+        write_acl(self.redis_acl, passwords, app_commands(server_version(redis_server)))
+        secure = (
+            tls_args(self.config.redis_tls_port, self._certificates()) if self.config.secure else []
+        )
         args = [
             redis_server,
             "--port",
@@ -251,6 +336,13 @@ class LocalStack:
             "no",
             "--logfile",
             str(self.redis.logs[0]),
+            # Users and password digests; no password on the command line, where `ps` shows it.
+            "--aclfile",
+            str(self.redis_acl),
+            # DEBUG for the admin user (tests); the ACL keeps it from the streamfer user.
+            "--enable-debug-command",
+            "local",
+            *secure,
             # Keep argv as given: it names our --dir, which is how we recognise our process.
             "--set-proc-title",
             "no",
@@ -263,7 +355,7 @@ class LocalStack:
         data_dir = self.kafka_dir / "data"
         logs_dir = self.kafka_dir / "logs"
         logs_dir.mkdir(parents=True, exist_ok=True)
-        self.server_properties.write_text(render_server_properties(self.config, data_dir))
+        self.server_properties.write_text(self._server_properties(secure=self.config.secure))
         log4j = self.kafka_dir / "log4j2.xml"
         log4j.write_text(shipped_file("log4j2.xml"))
         jvm = [f"-Dlog4j2.configurationFile={log4j}", f"-Dkafka.logs.dir={logs_dir}"]
@@ -304,6 +396,8 @@ class LocalStack:
             cluster_id,
             "--ignore-formatted",
         ]
+        if self.config.secure:  # the SCRAM user, created with the storage
+            command += format_args(KAFKA_USER, kafka_password(self.kafka_dir))
         try:
             result = subprocess.run(
                 command,
@@ -321,27 +415,66 @@ class LocalStack:
                 f"If the data there is from another Kafka, remove {self.kafka_dir / 'data'}."
             )
 
+    # -- the SASL_SSL listener (`streamfer up --secure`) -----------------------------------
+
+    def secure_kafka(self) -> SecureKafka | None:
+        """How clients reach the SASL_SSL listener; None without `--secure`."""
+        if not self.config.secure:
+            return None
+        return SecureKafka(
+            bootstrap=secure_bootstrap(self.config.kafka_secure_port),
+            user=KAFKA_USER,
+            password=kafka_password(self.kafka_dir),
+            ca=self._certificates().ca,
+        )
+
+    def _server_properties(self, *, secure: bool) -> str:
+        keystore = self._certificates().chain_and_key if secure else None
+        return render_server_properties(self.config, self.kafka_dir / "data", keystore)
+
+    def _wait_secure_kafka(self, pid: int, deadline: float) -> None:
+        """The SCRAM user exists (a storage formatted without it gets it now) and logs in."""
+        secure = self.secure_kafka()
+        assert secure is not None
+        left = max(deadline - time.monotonic(), 1.0)
+        ensure_scram_user(self.config.bootstrap_servers, secure.user, secure.password, left)
+
+        def check_alive() -> None:
+            if not alive(pid):
+                raise self._failed(self.kafka, "exited during startup")
+
+        wait_secure_listener(secure, deadline, check_alive)
+
     # -- waiting until they serve ---------------------------------------------------------
 
     def _failed(self, service: _Service, why: str) -> StackError:
         return StackError(f"{service.name} {why}\n{tail(list(service.logs))}")
 
     def _wait_redis(self, pid: int, deadline: float) -> None:
+        """Wait until the admin user's PING is answered (on the TLS port too, if asked)."""
         import redis
 
-        client = redis.Redis(host=LOCALHOST, port=self.config.redis_port, socket_timeout=1.0)
-        try:
-            while True:
-                if not alive(pid):
-                    raise self._failed(self.redis, "exited during startup")
-                with contextlib.suppress(redis.RedisError):
-                    if client.ping():
-                        return
-                if time.monotonic() >= deadline:
-                    raise self._failed(self.redis, "did not answer PING before the timeout")
-                time.sleep(0.05)
-        finally:
-            client.close()
+        status = self._status(False, None, pid, ensure_passwords(self.redis_passwords))
+        urls = [status.redis_admin_url]
+        if status.secure_redis_url is not None:
+            urls.append(status.secure_redis_url)
+        for url in urls:
+            client = redis.Redis.from_url(url, socket_timeout=1.0)
+            try:
+                while True:
+                    if not alive(pid):
+                        raise self._failed(self.redis, "exited during startup")
+                    with contextlib.suppress(redis.RedisError):
+                        if client.ping():
+                            break
+                    if time.monotonic() >= deadline:
+                        raise self._failed(
+                            self.redis,
+                            f"did not answer PING at {redact_url(url)} before the timeout",
+                        )
+                    time.sleep(0.05)
+            finally:
+                client.close()
 
     def _wait_kafka(self, pid: int, deadline: float) -> None:
         """Wait until the broker answers metadata and a topic round trip through the controller."""
@@ -388,7 +521,7 @@ class LocalStack:
     def _write_stack_json(self, kafka_pid: int, redis_pid: int) -> None:
         settings = {
             "bootstrap_servers": self.config.bootstrap_servers,
-            "redis_url": self.config.redis_url,
+            "redis_url": self.config.redis_url,  # no password here: it is in redis/
             "kafka_pid": kafka_pid,
             "redis_pid": redis_pid,
             "kafka_version": None if self.config.kafka_home else self.config.kafka_version,

@@ -6,12 +6,19 @@ gives its clients a `logger` that sends all of that to the Python logger at DEBU
 `error_cb` that says once "broker unreachable since HH:MM:SS (...)" when all brokers are
 down and once "reconnected to the broker after N s" when one answers again. Share one
 `BrokerLink` among the clients of a process, so a state change is said once, not per client.
-Depends on nothing but confluent-kafka, so every part of streamfer can use it.
+
+A broker that refuses us (a SASL login with wrong credentials, a TLS certificate the client
+cannot verify) is no outage to wait out: librdkafka would retry it forever. The link keeps
+the first refusal as `BrokerRefused`, one line naming the cause and the variables to fix
+(never the password), and the loops of the worker, the tools and the learner stop with it
+(`raise_if_refused`). Depends on nothing but confluent-kafka and the redaction, so every
+part of streamfer can use it.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -19,6 +26,8 @@ from typing import Any
 
 import orjson
 from confluent_kafka import KafkaError
+
+from streams.security.redaction import redact
 
 log = logging.getLogger("streams.kafka")
 
@@ -29,6 +38,56 @@ RDKAFKA_LOGGER = "streams.kafka.rdkafka"
 _TRANSPORT_CODES = frozenset(
     {KafkaError._TRANSPORT, KafkaError._RESOLVE, KafkaError._ALL_BROKERS_DOWN}
 )
+
+
+class BrokerUnreachable(Exception):
+    """No broker answered; the message says where we looked and what to check."""
+
+
+class BrokerRefused(BrokerUnreachable):
+    """A broker answered but refused us: bad SASL credentials or an unverifiable certificate.
+
+    Retrying cannot help, so it stops the process; the message names the cause and the fix.
+    """
+
+
+# librdkafka's "sasl_ssl://host:port/bootstrap: " in front and "(after 5ms in state X)" behind.
+_BROKER_PREFIX = re.compile(r"^\S+://\S+?: ")
+_AFTER_SUFFIX = re.compile(r"\s*\(after \d+ms in state \w+(?:, [^)]*)?\)\s*$")
+# The settings that decide whether a broker lets a client in: a refusal belongs to them.
+_IDENTITY = (
+    "bootstrap.servers",
+    "security.protocol",
+    "sasl.mechanism",
+    "sasl.mechanisms",
+    "sasl.username",
+    "sasl.password",
+    "ssl.ca.location",
+)
+
+
+def refusal(err: KafkaError, config: Mapping[str, Any]) -> BrokerRefused | None:
+    """`err` as a BrokerRefused when it means the broker refused these settings, else None."""
+    code = err.code()
+    where = config.get("bootstrap.servers", "?")
+    secrets = [str(config[k]) for k in ("sasl.password", "ssl.key.password") if config.get(k)]
+    detail = redact(_AFTER_SUFFIX.sub("", _BROKER_PREFIX.sub("", err.str())), secrets)
+    if code == KafkaError._AUTHENTICATION:
+        user = config.get("sasl.username")
+        who = f"user {user!r}" if user else "no user (STREAMFER_RDKAFKA_SASL_USERNAME unset)"
+        return BrokerRefused(
+            f"Kafka authentication failed for {who} on {where}: check "
+            f"STREAMFER_RDKAFKA_SASL_USERNAME/PASSWORD and _SASL_MECHANISM ({detail})"
+        )
+    # Only a failed verification is a refusal: a handshake cut by a restarting broker is not.
+    if code == KafkaError._SSL and "verify failed" in detail.lower():
+        return BrokerRefused(
+            f"the TLS certificate of the Kafka broker at {where} could not be verified "
+            "(SSL handshake failed: certificate verify failed): set "
+            "STREAMFER_RDKAFKA_SSL_CA_LOCATION to the CA that signed it"
+        )
+    return None
+
 
 # Settings only a consumer understands: given to a producer, librdkafka warns about each.
 CONSUMER_ONLY = frozenset(
@@ -126,6 +185,8 @@ class BrokerLink:
         self._lock = threading.Lock()  # error_cb and stats_cb of several clients
         self._down_since: float | None = None
         self._reported: set[int] = set()
+        self._config: dict[str, Any] = {}
+        self._refused: BrokerRefused | None = None
         self.rdkafka_logger: logging.LoggerAdapter[logging.Logger] = _AtDebug(
             logging.getLogger(RDKAFKA_LOGGER), {}
         )
@@ -134,14 +195,41 @@ class BrokerLink:
     def down(self) -> bool:
         return self._down_since is not None
 
+    @property
+    def refusal(self) -> BrokerRefused | None:
+        """The first refusal a client of this link met, if any (it stays: nothing heals it)."""
+        return self._refused
+
+    def raise_if_refused(self) -> None:
+        """Stop the caller's loop with the refusal's one line, when there was one."""
+        if self._refused is not None:
+            raise self._refused
+
     def client_config(self, config: Mapping[str, Any]) -> dict[str, Any]:
         """`config` plus this link's logger and error callback."""
+        settings = {k: v for k, v in config.items() if isinstance(v, str)}
+        with self._lock:  # the settings a refusal's message names (user, servers)
+            if [settings.get(k) for k in _IDENTITY] != [self._config.get(k) for k in _IDENTITY]:
+                self._refused = None  # other credentials: the old refusal is not theirs
+            self._config = settings
         return {**config, "logger": self.rdkafka_logger, "error_cb": self.on_error}
 
     def on_error(self, err: KafkaError) -> None:
         """librdkafka `error_cb`: the brokers going away is one line; other errors too."""
         code = err.code()
-        if code == KafkaError._ALL_BROKERS_DOWN:
+        if code in (KafkaError._AUTHENTICATION, KafkaError._SSL):
+            refused = refusal(err, self._config)
+            if refused is not None:
+                # Not logged here: the loop that stops on it says it, once.
+                with self._lock:
+                    self._refused = self._refused or refused
+                self._log.debug("%s", refused)
+                return
+        # "0/2 brokers are down": said while a refused handshake tears the connection down,
+        # before the refusal itself is reported; not an outage.
+        if code == KafkaError._ALL_BROKERS_DOWN and not err.str().startswith("0/"):
+            if self._refused is not None:
+                return  # the refusal explains it; no "unreachable" line beside it
             with self._lock:
                 if self._down_since is not None:
                     return
@@ -180,19 +268,19 @@ class BrokerLink:
 
 # One link for the short-lived clients of a command (topic creation, reads, producing): a
 # broker that goes away is said once per process, not once per client.
-_COMMAND_LINK = BrokerLink()
+COMMAND_LINK = BrokerLink()
 
 
 def quiet_consumer(config: Mapping[str, Any], link: BrokerLink | None = None) -> dict[str, Any]:
     """A consumer's config: consumer settings only, librdkafka's log at DEBUG."""
-    return (link or _COMMAND_LINK).client_config(consumer_settings(config))
+    return (link or COMMAND_LINK).client_config(consumer_settings(config))
 
 
 def quiet_producer(config: Mapping[str, Any], link: BrokerLink | None = None) -> dict[str, Any]:
     """A producer's config: producer settings only, librdkafka's log at DEBUG."""
-    return (link or _COMMAND_LINK).client_config(producer_settings(config))
+    return (link or COMMAND_LINK).client_config(producer_settings(config))
 
 
 def quiet_admin(config: Mapping[str, Any], link: BrokerLink | None = None) -> dict[str, Any]:
     """An admin client's config: neither role's settings, librdkafka's log at DEBUG."""
-    return (link or _COMMAND_LINK).client_config(consumer_settings(producer_settings(config)))
+    return (link or COMMAND_LINK).client_config(consumer_settings(producer_settings(config)))

@@ -100,7 +100,9 @@ class Worker:
         self._validator = EventValidator(spec.event)
         self._redis = redis.Redis.from_url(connections.redis_url, socket_timeout=10)
         self._store: FeatureStore = open_store(spec.features, connections.redis_url, spec.namespace)
-        self._models = ModelSwitch.open(spec.model, spec.features.names, clock=clock)
+        self._models = ModelSwitch.open(
+            spec.model, spec.features.names, key=connections.model_secret, clock=clock
+        )
         self._alerts = AlertSink(
             connections, spec.topics.alerts, f"{spec.name}-{worker_id}", link=self._link
         )
@@ -208,6 +210,8 @@ class Worker:
             while not self.stop.is_set():
                 self._poll_versions()
                 batch = self._consumer.poll_batch()
+                # Bad credentials or an unverifiable broker: retrying cannot fix it.
+                self._link.raise_if_refused()
                 if not batch.messages:
                     self._output.idle()
                     # Idle time counts only while we own partitions: a worker waiting for
@@ -236,6 +240,17 @@ class Worker:
                 self._note_model()
             else:
                 self.metrics.model_swap_failures.inc()
+                # A refused model (tampered, unsigned, not the pinned sha256) is an operator's
+                # business, like a refused snapshot: it goes to the alerts topic too.
+                self._alerts.send(
+                    {
+                        "kind": "model_rejected",
+                        "version": swap.target,
+                        "kept_version": swap.previous,
+                        "reason": swap.error,
+                        "time_ms": int(time.time() * 1000),
+                    }
+                )
         adapted = self._adapter.poll()
         if adapted is not None:
             if adapted.ok:

@@ -21,7 +21,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from streams.security.redaction import install_log_redaction, redacted_traceback
 from streams.spec import Connections, load_spec
+from streams.worker.kafka_log import BrokerRefused
 from streams.worker.pipeline import RunStats, Worker
 
 log = logging.getLogger(__name__)
@@ -29,6 +31,8 @@ log = logging.getLogger(__name__)
 _SIGNALS = {signal.SIGTERM, signal.SIGINT}
 # How long a stopping supervisor waits for its workers before it kills them.
 _STOP_TIMEOUT_S = 75.0
+# A child's exit status when the broker refused its credentials: restarting cannot help.
+_EXIT_REFUSED = 3
 
 
 @dataclass(frozen=True)
@@ -155,7 +159,16 @@ def _child(
     logging.basicConfig(
         level=logging.INFO, format=f"%(asctime)s w{worker_id} %(levelname)s %(message)s"
     )
-    stats = run_one(spec_path, connections, options, worker_id)
+    install_log_redaction()
+    try:
+        stats = run_one(spec_path, connections, options, worker_id)
+    except BrokerRefused as exc:
+        log.error("%s", exc)
+        sys.exit(_EXIT_REFUSED)
+    except Exception as exc:
+        # multiprocessing would print this traceback itself, secrets and all.
+        sys.stderr.write(redacted_traceback(type(exc), exc, exc.__traceback__))
+        raise SystemExit(1) from None
     log.info(
         "worker %d done: %d events, %d predictions", worker_id, stats.events_in, stats.predictions
     )
@@ -168,6 +181,7 @@ def supervise(
     ctx = mp.get_context("spawn")
     stop = threading.Event()
     forced = threading.Event()
+    refused = threading.Event()  # a worker's credentials were refused
     procs: dict[int, Any] = {}
     restarts: dict[int, float] = {}
 
@@ -200,6 +214,10 @@ def supervise(
                 if proc.exitcode == 0:
                     continue
                 status = 1
+                if proc.exitcode == _EXIT_REFUSED:  # it said why; stop the others too
+                    refused.set()
+                    stop.set()
+                    break
                 delay = min(30.0, max(1.0, 2 * restarts.get(i, 0.5)))
                 log.warning(
                     "worker %d exited with %s; restarting in %.0fs", i, proc.exitcode, delay
@@ -211,7 +229,7 @@ def supervise(
         if stop.is_set():
             forward(signal.SIGTERM)  # each child finishes its batch in flight
             _wait_or_kill(list(procs.values()), _STOP_TIMEOUT_S)
-            return 1 if forced.is_set() else 0
+            return 1 if forced.is_set() or refused.is_set() else 0
     return status
 
 

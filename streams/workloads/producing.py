@@ -12,7 +12,7 @@ from confluent_kafka import KafkaError, Producer
 
 from streams.ops.progress import ProgressReporter
 from streams.spec import Connections, PipelineSpec
-from streams.worker.kafka_log import quiet_producer
+from streams.worker.kafka_log import COMMAND_LINK, quiet_producer
 from streams.workloads.synthetic import CardPayments
 
 
@@ -80,13 +80,14 @@ def produce_events(
                 break
             except BufferError:
                 producer.poll(0.05)
+                COMMAND_LINK.raise_if_refused()
         count += 1
         if count % 10_000 == 0:
             producer.poll(0)
             if progress is not None:
                 progress.advance(10_000)
-    while producer.flush(10) > 0:
-        pass
+    while producer.flush(1) > 0:
+        COMMAND_LINK.raise_if_refused()  # a refused login never delivers: stop, say why
     if progress is not None:
         progress.update(count)
     if failures:

@@ -155,7 +155,8 @@ class Stores:
         if self.kind == "memory":
             self._clocks[id(store)].now += ttl_ms / 1000
             return
-        client = redis.Redis.from_url(self._request.getfixturevalue("redis_url"))
+        # EXISTS is no command of the streamfer user's: the admin user looks.
+        client = redis.Redis.from_url(self._request.getfixturevalue("redis_admin_url"))
         key = f"sf:{self._namespaces[id(store)]}:{{src=events/{partition}}}:r:0"
         deadline = time.monotonic() + ttl_ms / 1000 + 10
         try:
@@ -432,22 +433,24 @@ def test_redis_state_survives_reopening_the_store(client: redis.Redis, unique: s
 
 
 @pytest.mark.integration
-def test_redis_reloads_the_script_after_a_script_flush(client: redis.Redis, unique: str) -> None:
+def test_redis_reloads_the_script_after_a_script_flush(
+    client: redis.Redis, admin_client: redis.Redis, unique: str
+) -> None:
     store = RedisFeatureStore(SPEC, client, unique)
-    client.script_flush()
+    admin_client.script_flush()
     assert store.update_and_read(FeatureBatch([ev(T0)[1]], [T0])).values[0, 0] == 1
 
 
 @pytest.mark.integration
 def test_redis_keys_carry_one_hash_tag_per_entity_and_partition(
-    client: redis.Redis, unique: str
+    client: redis.Redis, admin_client: redis.Redis, unique: str
 ) -> None:
     store = RedisFeatureStore(SPEC, client, unique)
     store.update_and_read(FeatureBatch([ev(T0, card="a}b")[1]], [T0], src(0)))
-    keys = sorted(k.decode() for k in client.scan_iter(f"sf:{unique}:*"))
+    keys = sorted(k.decode() for k in admin_client.scan_iter(f"sf:{unique}:*"))
     tags = {k.split("{", 1)[1].split("}", 1)[0] for k in keys}
     assert tags == {"card=a%7Db", "merchant=m1", "src=events/0"}
-    assert all(client.pttl(k) > 0 for k in keys)
+    assert all(admin_client.pttl(k) > 0 for k in keys)
 
 
 @pytest.mark.integration

@@ -17,7 +17,7 @@ NAMES = ("amount_log", "card_count_1h", "card_since_last")
 
 
 def test_a_batch_round_trips_exactly_with_nan_and_missing_entries(
-    conn: Connections, unique: str
+    conn: Connections, unique: str, admin_client: redis.Redis
 ) -> None:
     client = redis.Redis.from_url(conn.redis_url)
     log = PredictionLog(client, unique, NAMES, horizon_ms=60_000)
@@ -40,7 +40,7 @@ def test_a_batch_round_trips_exactly_with_nan_and_missing_entries(
         assert entry.scores == {name: float(column[row]) for name, column in scores.items()}
         assert (entry.model_version, entry.adaptation_version) == ("3b25", "7")
         assert entry.event_time_ms == times[row]
-    ttl = client.pttl(f"sf:{{{unique}}}:pl:a")
+    ttl = admin_client.pttl(f"sf:{{{unique}}}:pl:a")  # PTTL: the admin user's
     assert 0 < ttl <= 60_000
 
 

@@ -43,7 +43,9 @@ def cli() -> typer.Typer:
     return app
 
 
-def test_rebuild_after_redis_loss_restores_the_exact_state(conn, model_file, unique, tmp_path):
+def test_rebuild_after_redis_loss_restores_the_exact_state(
+    conn, model_file, unique, tmp_path, admin_client
+):
     spec_file = write_spec(tmp_path / "spec.yaml", unique, {"path": str(model_file)})
     spec = load_spec(spec_file)
     events = synthetic(6000, seed=21, n_cards=150)
@@ -66,16 +68,17 @@ def test_rebuild_after_redis_loss_restores_the_exact_state(conn, model_file, uni
     assert half <= first.events_in < len(produced)
 
     client = redis.Redis.from_url(conn.redis_url)
-    continuous = feature_state(client, spec.namespace)
+    # The admin user reads the state (TYPE, HGETALL); the wipe runs as the streamfer user.
+    continuous = feature_state(admin_client, spec.namespace)
     assert continuous and not any(b"future-card" in k for k in continuous)
     assert wipe_feature_state(client, spec.namespace) == len(continuous)  # Redis lost it
-    assert feature_state(client, spec.namespace) == {}
+    assert feature_state(admin_client, spec.namespace) == {}
 
     result = CliRunner().invoke(cli(), ["-s", str(spec_file)], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     assert "rebuilt namespace" in result.output
 
-    assert feature_state(client, spec.namespace) == continuous
+    assert feature_state(admin_client, spec.namespace) == continuous
     rest = len(produced) - first.events_in
     second = start_worker(spec, conn, max_events=rest, idle_exit_s=60).join()
     assert first.events_in + second.events_in == len(produced)

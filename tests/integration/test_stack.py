@@ -118,10 +118,14 @@ def test_up_serves_is_idempotent_supports_transactions_and_down_leaves_nothing(
     assert producer.flush(30) == 0
     assert _consume_one(status.bootstrap_servers, topic, "read_uncommitted") == b"hello"
 
+    # Redis as the streamfer ACL user (its keys are sf:*); a client without a password is refused.
     client = redis.Redis.from_url(status.redis_url)
-    client.set("streamfer:test", b"v")
-    assert client.get("streamfer:test") == b"v"
+    client.set("sf:test", b"v")
+    assert client.get("sf:test") == b"v"
     client.close()
+    with pytest.raises(redis.AuthenticationError):
+        redis.Redis(port=local.config.redis_port, socket_timeout=5).ping()
+    assert local.redis_passwords.stat().st_mode & 0o777 == 0o600
 
     # A second up() keeps the running processes.
     again = local.up()
@@ -156,6 +160,9 @@ def test_restart_reuses_formatted_storage(local: LocalStack) -> None:
     second = local.up()
     assert second.running and second.kafka_pid != first.kafka_pid
     assert (local.kafka_dir / "cluster.id").read_text() == cluster_id
+    # The Redis passwords are made once per home, not per start.
+    assert (second.redis_url, second.redis_admin_url) == (first.redis_url, first.redis_admin_url)
+    redis.Redis.from_url(second.redis_url, socket_timeout=5).ping()
 
 
 def _streamfer(args: list[str], config: StackConfig) -> subprocess.CompletedProcess[str]:
@@ -179,12 +186,14 @@ def _streamfer(args: list[str], config: StackConfig) -> subprocess.CompletedProc
 
 def test_cli_up_prints_only_the_exports_on_stdout(local: LocalStack) -> None:
     config = local.config
-    exports = [
-        f"export STREAMFER_BOOTSTRAP={config.bootstrap_servers}",
-        f"export STREAMFER_REDIS_URL={config.redis_url}",
-    ]
     first = _streamfer(["up"], config)
     assert first.returncode == 0, first.stderr
+    running = local.status()  # the Redis URLs carry the passwords this first `up` made
+    exports = [
+        f"export STREAMFER_BOOTSTRAP={config.bootstrap_servers}",
+        f"export STREAMFER_REDIS_URL={running.redis_url}",
+        f"export STREAMFER_REDIS_ADMIN_URL={running.redis_admin_url}",
+    ]
     assert first.stdout.splitlines() == exports  # what `exports=$(streamfer up)` evaluates
     assert len(first.stderr.splitlines()) == 1, first.stderr  # one status line, no chatter
     assert first.stderr.startswith("local stack started: kafka pid ")

@@ -19,6 +19,7 @@ from streams.ops.dashboard.scrape import (
     point_from,
 )
 from streams.ops.lag import LagReader, LagReport, LagWindow
+from streams.security.redaction import redact, redact_url
 from streams.spec import Connections, PipelineSpec
 
 if TYPE_CHECKING:  # aiohttp is imported where it is used: `streamfer --help` stays fast
@@ -101,7 +102,7 @@ class Collector:
                 self.lag = await loop.run_in_executor(None, self._read_lag)
                 self.lag_error = None
             except Exception as exc:  # shown on the page; the next tick tries again
-                self.lag, self.lag_error = None, str(exc)
+                self.lag, self.lag_error = None, redact(str(exc))
                 self._reader = None
         self._seq += 1
         self.points.append(point_from(self._seq, now, interval_between(pairs), current, self.lag))
@@ -123,7 +124,7 @@ class Collector:
                 text = await response.text()
             scrape = parse_metrics(text, time.time())
         except Exception as exc:  # a target being down is data, not a crash
-            status.up, status.error = False, f"{type(exc).__name__}: {exc}"
+            status.up, status.error = False, redact(f"{type(exc).__name__}: {exc}")
             return None
         status.up, status.error, status.last_scrape = True, None, scrape.taken_at
         return scrape
@@ -166,7 +167,8 @@ class Collector:
             "interval_s": self.config.interval_s,
             "title": f"streamfer · {spec.name}" if spec is not None else "streamfer",
             "points": [p for p in self.points if p["seq"] > since],
-            "targets": [vars(t) for t in self.targets.values()],
+            # A target URL may carry basic-auth credentials: the page shows it masked.
+            "targets": [{**vars(t), "url": redact_url(t.url)} for t in self.targets.values()],
             "lag": self.lag.to_json() if self.lag is not None else None,
             "lag_error": self.lag_error,
             "learner": self.learner,

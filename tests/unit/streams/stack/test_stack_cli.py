@@ -19,7 +19,9 @@ from streams.stack.config import (
     CONTROLLER_PORT_ENV,
     HOME_ENV,
     KAFKA_PORT_ENV,
+    KAFKA_SECURE_PORT_ENV,
     REDIS_PORT_ENV,
+    REDIS_TLS_PORT_ENV,
     StackConfig,
     StackError,
 )
@@ -30,8 +32,12 @@ UP_OPTIONS = {
     "--kafka-port": KAFKA_PORT_ENV,
     "--controller-port": CONTROLLER_PORT_ENV,
     "--redis-port": REDIS_PORT_ENV,
+    "--redis-tls-port": REDIS_TLS_PORT_ENV,
+    "--kafka-secure-port": KAFKA_SECURE_PORT_ENV,
 }
 COMMAND_OPTIONS = {"up": UP_OPTIONS, "down": {"--home": HOME_ENV}, "status": {"--home": HOME_ENV}}
+# Switches that no variable sets.
+COMMAND_FLAGS = {"up": {"--secure"}}
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _BOX = re.compile(r"[│╭╮╰╯─]")
@@ -64,7 +70,7 @@ def _options(command: str) -> dict[str, str]:
 def test_help_shows_every_option_with_its_help_and_variable(command: str) -> None:
     rendered = _help(command)
     declared = _options(command)
-    assert set(declared) == set(COMMAND_OPTIONS[command])
+    assert set(declared) == set(COMMAND_OPTIONS[command]) | COMMAND_FLAGS.get(command, set())
     for flag, env in COMMAND_OPTIONS[command].items():
         assert flag in rendered
         assert env in declared[flag], f"{flag}'s help does not name {env}"
