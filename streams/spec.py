@@ -89,6 +89,14 @@ class Retry(_Frozen):
     max: DurationMs = 30_000
 
 
+class DeadLetters(_Frozen):
+    payload: bool = Field(
+        default=True,
+        description="false: dead letters carry only the reason and the source's "
+        "topic/partition/offset — no raw key, value or error details (personal data)",
+    )
+
+
 class Metrics(_Frozen):
     host: str = "127.0.0.1"
     port: int = Field(default=9108, ge=0, le=65535)
@@ -109,6 +117,7 @@ class PipelineSpec(_Frozen):
     prediction_log: PredictionLog = PredictionLog()
     retry: Retry = Retry()
     metrics: Metrics = Metrics()
+    dead_letters: DeadLetters = DeadLetters()
     redis_namespace: str | None = Field(default=None, description="key prefix (default: name)")
 
     @model_validator(mode="after")

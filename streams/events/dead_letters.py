@@ -6,7 +6,7 @@ the consumers of the dead-letter topic, and `streamfer rebuild` reads them back.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 
@@ -14,6 +14,7 @@ class Reason(StrEnum):
     """`streamfer.error.kind` of a dead letter."""
 
     EMPTY = "empty"  # a tombstone: the message has no value
+    NOT_AN_OBJECT = "not_an_object"  # JSON, but not an object
     OVERSIZED = "oversized"  # over event.max_bytes
     DECODE_ERROR = "decode_error"  # not JSON
     MISSING_FIELD = "missing_field"
@@ -55,3 +56,17 @@ def dead_letter_headers(dead: DeadLetter) -> list[tuple[str, bytes]]:
         (SOURCE_PARTITION, str(dead.partition).encode()),
         (SOURCE_OFFSET, str(dead.offset).encode()),
     ]
+
+
+def withheld(dead: DeadLetter) -> DeadLetter:
+    """`dead` without what can be personal data: no key, no value, and no error message
+    (it may quote a field). The reason and the source's topic, partition and offset stay,
+    and point at the original in the events topic (`dead_letters.payload: false`)."""
+    where = f"{dead.topic}/{dead.partition}/{dead.offset}"
+    return replace(
+        dead,
+        key=None,
+        value=None,
+        message=f"{dead.reason} (details withheld: dead_letters.payload is false; the "
+        f"event is at {where})",
+    )

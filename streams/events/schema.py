@@ -182,7 +182,7 @@ class EventValidator:
     def validate(self, event: Any, now_ms: int) -> tuple[dict[str, Any], int]:
         if not isinstance(event, dict):
             raise InvalidEvent(
-                "not_an_object", f"event is a JSON {type(event).__name__}, not an object"
+                Reason.NOT_AN_OBJECT, f"event is a JSON {type(event).__name__}, not an object"
             )
         for name, kind, exact, required, default in self._fields:
             value = event.get(name)

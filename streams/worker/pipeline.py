@@ -32,6 +32,7 @@ from streams.events.codec import (
     encode_feature_records,
     encode_predictions,
 )
+from streams.events.dead_letters import withheld
 from streams.events.schema import EventValidator
 from streams.spec import Connections, DeliveryMode, PipelineSpec
 from streams.worker.alerts import AlertSink
@@ -329,10 +330,13 @@ class Worker:
             else []
         )
         self.metrics.stage.labels("encode").observe(time.perf_counter() - started)
+        dead_letters = events.dead_letters
+        if not self.spec.dead_letters.payload:
+            dead_letters = [withheld(dead) for dead in dead_letters]
         return OutputBatch(
             source=batch,
             predictions=predictions,
-            dead_letters=events.dead_letters,
+            dead_letters=dead_letters,
             feature_records=feature_records,
         )
 

@@ -89,6 +89,36 @@ def test_each_hostile_message_is_dead_lettered_and_good_events_are_scored(conn, 
     assert reasons == [reason for reason, _ in bad]
 
 
+def test_with_the_payload_off_dead_letters_hold_no_key_value_or_details(conn, model_file, unique):
+    spec = make_spec(
+        unique, {"path": str(model_file)}, partitions=1, dead_letters={"payload": False}
+    )
+    ensure_topics(conn, spec)
+    good = synthetic(20, seed=12)
+    personal = b'{"event_id": "p1", "amount": "alice@example.com"}'
+    bad = [personal, b'{"event_id": "alice@example.com", ']
+    producer = Producer(conn.kafka_config())
+    for event in good:
+        producer.produce(spec.topics.events, orjson.dumps(event), b"k")
+    for payload in bad:
+        producer.produce(spec.topics.events, payload, b"card-of-alice")
+    assert producer.flush(30) == 0
+    total = len(good) + len(bad)
+
+    stats = start_worker(spec, conn, max_events=total, idle_exit_s=60).join()
+
+    assert (stats.events_in, stats.dead_letters) == (total, len(bad))
+    dead = read_topic(conn, spec.topics.dead_letter, expected=len(bad), timeout_s=60)
+    assert len(dead) == len(bad)
+    for msg in dead:
+        headers = dict(msg.headers())
+        assert (msg.key(), msg.value()) == (None, None)
+        assert b"alice" not in b"".join(headers.values())
+        assert headers["streamfer.error.kind"]  # the reason stays
+        offset = int(headers["streamfer.source.offset"])
+        assert len(good) <= offset < total  # it points at the original in the events topic
+
+
 def sqrt_of_column(path: Path, n_features: int, column: int) -> Path:
     """A model whose score is sqrt(features[:, column]): NaN where that column is negative."""
     graph = helper.make_graph(

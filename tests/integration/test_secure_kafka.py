@@ -154,6 +154,21 @@ def test_the_dashboards_lag_reads_the_secure_listener(
     assert group.group == spec.group and group.lag == 0
 
 
+def test_the_dashboard_shows_a_refused_login_as_one_error_without_the_password(
+    scored: tuple[PipelineSpec, Path], conn: Connections, secure: SecureKafka
+) -> None:
+    spec, _ = scored
+    wrong = secure_conn(conn, secure).model_copy(
+        update={"kafka": {**secure.client_settings(), "sasl.password": WRONG_PASSWORD}}
+    )
+    started = time.monotonic()
+    report, error = dashboard_lag(wrong, spec.group)
+    assert time.monotonic() - started <= REFUSED_WITHIN_S
+    assert report is None and error is not None
+    assert "authentication failed for user 'streamfer'" in error.lower(), error
+    assert WRONG_PASSWORD not in error and secure.password not in error
+
+
 def dashboard_lag(connections: Connections, group: str) -> tuple[object | None, str | None]:
     """One collector round (no metrics targets): its lag report, or the error it shows."""
     from aiohttp import ClientSession
