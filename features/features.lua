@@ -12,9 +12,10 @@ array of its buckets, see slot(), and per count_distinct the window its union ke
 see distinct()) is read once with GET, changed in Lua tables, trimmed to the retention
 floor and written back once with SET PX; count_distinct buckets are real HyperLogLog keys
 (PFADD/PFCOUNT). Per event Lua keeps a cached "window minus own bucket" per aggregation,
-so a busy entity costs O(1) per event, not O(buckets). Returns {rows, flags}: rows is n*k
+so a busy entity costs O(1) per event, not O(buckets). Returns {rows, flags, epoch}: rows is n*k
 little-endian float64 (Lua numbers returned as replies would be truncated to integers),
-flags one byte per event (1 = late, 2 = replayed).
+flags one byte per event (1 = late, 2 = replayed), epoch the state's (false unguarded); or
+{'lost', reason} when the state is lost (see the guard), having changed nothing.
 ]]
 
 local cfg = cjson.decode(ARGV[1])
@@ -420,6 +421,38 @@ local function partition(p)
   return part
 end
 
+-- Lost state (features.semantics.lost_epoch, then behind: same rules, same order), checked
+-- before any write. g = { ep = the epoch the caller saw or null, new = the epoch a fresh
+-- pipeline writes, f/n = per partition of P its floor (null: no history) and name }; no g
+-- (a rebuild) checks nothing and writes no epoch. A stale high-water marks the epoch lost.
+local guard, epoch = batch.g, false
+if guard then
+  epoch = call('GET', cfg.epoch_key)
+  local floors, history, held, lost = guard.f, false, false, nil
+  for p = 1, #floors do
+    if floors[p] ~= null then history, held = true, held or partition(p).hw ~= nil end
+  end
+  if epoch == cfg.rebuilding then
+    lost = 'a rebuild of the state is running or did not finish'
+  elseif epoch == cfg.lost then
+    lost = 'the state was found older than what was applied (see the first alert)'
+  elseif not epoch and guard.ep ~= null then
+    lost = 'the state epoch ' .. guard.ep .. ' is gone'
+  elseif not epoch and history and not held then
+    lost = 'no state epoch although the partitions were processed before'
+  end
+  for p = 1, #floors do
+    local f, hw = floors[p], partition(p).hw
+    if not lost and f ~= null and (hw or -1) < f then
+      call('SET', cfg.epoch_key, cfg.lost) -- every worker stops: entities span partitions
+      lost = fmt('%s was applied up to offset %d, the state has %s', guard.n[p], f,
+        hw and fmt('%d', hw) or 'none')
+    end
+  end
+  if lost then return { 'lost', lost } end
+  if not epoch then epoch = guard.new; call('SET', cfg.epoch_key, epoch) end
+end
+
 local rows, flags, vals = {}, {}, {}
 for i = 1, n do
   local t = times[i]
@@ -552,7 +585,8 @@ end
 for key, ttl in pairs(touched) do call('PEXPIRE', key, ttl) end
 for _, part in pairs(parts) do
   if part.dirty then
-    call('SET', part.tag .. ':hw', fmt('%d', part.hw), 'PX', cfg.hw_ttl)
+    -- No TTL: a high-water that expired would read as lost state (see the guard above).
+    call('SET', part.tag .. ':hw', fmt('%d', part.hw))
     for c, args in pairs(part.chunks) do
       local key = part.tag .. ':r:' .. fmt('%d', c)
       call('HSET', key, unpack(args))
@@ -561,4 +595,4 @@ for _, part in pairs(parts) do
   end
 end
 
-return { table.concat(rows), table.concat(flags) }
+return { table.concat(rows), table.concat(flags), epoch }

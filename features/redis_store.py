@@ -20,10 +20,14 @@ tag, and each source partition has its own; `}` and `%` inside a tag are written
         read twice (PFMERGE once per window, then PFADD/PFCOUNT), kept across batches; the
         state says which window it holds. PX = entity TTL.
     sf:<ns>:{src=<topic>/<partition>}:hw            string: highest applied offset.
-        PX = max(replay_ttl, longest entity TTL).
+        No TTL: its absence means lost state (below), not an idle partition.
     sf:<ns>:{src=<topic>/<partition>}:r:<offset // 1024>
         hash: offset → the event's aggregation row (k little-endian float64) + 1 flag byte.
         PX = replay_ttl, refreshed by every write to the chunk.
+    sf:<ns>:epoch                                    string: the state epoch
+        (`features.epoch`), no TTL. Written by a fresh pipeline's first batch and by
+        `streamfer rebuild`; checked by every guarded batch, with the batch's `floors`:
+        a lost epoch or a high-water below a floor raises `StateLost`, nothing applied.
 
 The aggregation id is 8 hex digits of sha1 over (name, agg, field, bucket, half_life):
 changing any of those starts that aggregation from empty state; changing window or lateness
@@ -46,9 +50,16 @@ import numpy as np
 import orjson
 import redis
 
-from features.semantics import FLAG_LATE, FLAG_REPLAYED, RECORD_CHUNK
+from features.epoch import epoch_key, new_epoch
+from features.semantics import (
+    FLAG_LATE,
+    FLAG_REPLAYED,
+    LOST_EPOCH,
+    REBUILDING_EPOCH,
+    RECORD_CHUNK,
+)
 from features.spec import Aggregation, FeatureSpec
-from features.store import FeatureBatch, FeatureResult
+from features.store import FeatureBatch, FeatureResult, StateLost
 
 
 def _tag_text(text: str) -> str:
@@ -91,7 +102,6 @@ def _script_config(spec: FeatureSpec, namespace: str) -> bytes:
         members = [j for j, a in enumerate(spec.aggregations) if a.entity == field]
         ttl = max(spec.aggregations[j].state_ttl_ms(spec.lateness) for j in members)
         ents.append({"tag": _tag_text(field), "aggs": [j + 1 for j in members], "ttl": ttl})
-    longest = max((e["ttl"] for e in ents), default=0)
     config = {
         "prefix": f"sf:{namespace}:",
         "lateness": spec.lateness,
@@ -99,7 +109,9 @@ def _script_config(spec: FeatureSpec, namespace: str) -> bytes:
         "ents": ents,
         "chunk": RECORD_CHUNK,
         "replay_ttl": spec.replay_ttl,
-        "hw_ttl": max(spec.replay_ttl, longest),
+        "epoch_key": epoch_key(namespace),
+        "rebuilding": REBUILDING_EPOCH,
+        "lost": LOST_EPOCH,
     }
     return orjson.dumps(config)
 
@@ -108,13 +120,20 @@ class RedisFeatureStore:
     """Aggregation columns computed in Redis by `features.lua`; see the module docstring.
 
     `client` must return bytes (decode_responses=False): the reply is binary float64.
-    `owns_client=True` closes the client on `close()`.
+    `owns_client=True` closes the client on `close()`. `guard=False` (a rebuild writing the
+    state anew) neither checks for lost state nor writes the epoch.
     """
 
     SCRIPT = importlib.resources.files("features").joinpath("features.lua").read_text()
 
     def __init__(
-        self, spec: FeatureSpec, client: redis.Redis, namespace: str, *, owns_client: bool = False
+        self,
+        spec: FeatureSpec,
+        client: redis.Redis,
+        namespace: str,
+        *,
+        owns_client: bool = False,
+        guard: bool = True,
     ) -> None:
         if not namespace or any(c in namespace for c in "{}"):
             raise ValueError(
@@ -128,6 +147,9 @@ class RedisFeatureStore:
             )
         self.spec = spec
         self.names: tuple[str, ...] = spec.aggregation_names
+        self.namespace = namespace
+        self._guard = guard
+        self._epoch: str | None = None  # the state epoch last seen
         self._client = client
         self._owns_client = owns_client
         self._config = _script_config(spec, namespace)
@@ -171,7 +193,11 @@ class RedisFeatureStore:
             # The server lost its script cache (restart, SCRIPT FLUSH, failover): reload once.
             self._sha = self._client.script_load(self.SCRIPT)
             reply = self._client.evalsha(self._sha, 0, self._config, batch_json)
-        rows, flags = reply
+        if len(reply) == 2 and reply[0] == b"lost":
+            raise StateLost(f"feature state of namespace {self.namespace!r}: {reply[1].decode()}")
+        rows, flags, epoch = reply
+        if epoch is not None:
+            self._epoch = epoch.decode()
         return rows, flags
 
     def _encode(self, batch: FeatureBatch) -> bytes:
@@ -208,4 +234,19 @@ class RedisFeatureStore:
             ]
             doc["o"] = [offset for _, _, offset in batch.sources]
             doc["p"] = [_tag_text(f"{topic}/{partition}") for topic, partition in partitions]
+        else:
+            partitions = {}
+        if self._guard:
+            floors = batch.floors or {}
+            # Partitions with a floor but no event in this batch are checked too.
+            for tp in floors:
+                partitions.setdefault(tp, len(partitions) + 1)
+            if len(partitions) > len(doc.get("p", ())):
+                doc["p"] = [_tag_text(f"{topic}/{partition}") for topic, partition in partitions]
+            doc["g"] = {
+                "ep": self._epoch,
+                "new": new_epoch(),
+                "f": [floors.get(tp) for tp in partitions],
+                "n": [f"{topic}/{partition}" for topic, partition in partitions],
+            }
         return orjson.dumps(doc)

@@ -13,12 +13,15 @@ Input conventions (shared with `RedisFeatureStore`):
   the event; count and seconds_since_last still count it. A None count_distinct field adds
   nothing; other values are hashed as the UTF-8 of str(value).
 * `late` is set when the event was late for at least one of its entities.
+* Lost state (`StateLost`) follows `semantics.lost_epoch` and `semantics.behind`, as the
+  Redis store's guard does; `drop_state()` is this store's FLUSHALL, for the contract tests.
 """
 
 from __future__ import annotations
 
 import math
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,7 +32,7 @@ from features import semantics
 from features.hll import HyperLogLog, count_union, member_bytes
 from features.semantics import RECORD_CHUNK
 from features.spec import Aggregation, FeatureSpec
-from features.store import FeatureBatch, FeatureResult, Source
+from features.store import FeatureBatch, FeatureResult, Source, StateLost
 
 """Offsets per replay-record chunk; a chunk expires replay_ttl after its last write."""
 
@@ -70,11 +73,21 @@ def _number(value: Any) -> float | None:
 class ReferenceFeatureStore:
     """In-memory feature state; aggregation columns only (see `Featurizer`).
 
-    `clock` (seconds, monotonic) only decides when replay records expire.
+    `clock` (seconds, monotonic) only decides when replay records expire. `guard=False`
+    neither checks for lost state nor writes the epoch (as a rebuild's Redis store).
     """
 
-    def __init__(self, spec: FeatureSpec, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        spec: FeatureSpec,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        guard: bool = True,
+    ) -> None:
         self.spec = spec
+        self._guard = guard
+        self._epoch: str | None = None  # the state's ("server side")
+        self._known_epoch: str | None = None  # the one last seen ("client side")
         self.names: tuple[str, ...] = spec.aggregation_names
         self._clock = clock
         self._entities: dict[tuple[str, str], _Entity] = {}
@@ -89,6 +102,8 @@ class ReferenceFeatureStore:
     def update_and_read(self, batch: FeatureBatch) -> FeatureResult:
         """Process events one by one, in batch order; read each right after its update."""
         n = len(batch.records)
+        if n and self._guard:
+            self._check(batch)
         values = np.zeros((n, len(self.names)), dtype=np.float64)
         late = np.zeros(n, dtype=bool)
         replayed = np.zeros(n, dtype=bool)
@@ -111,6 +126,28 @@ class ReferenceFeatureStore:
 
     def close(self) -> None:
         """Nothing to release."""
+
+    def drop_state(self) -> None:
+        """Lose every bit of state, epoch included, as a Redis restart without data would."""
+        self._entities.clear()
+        self._high_water.clear()
+        self._chunks.clear()
+        self._epoch = None
+
+    def _check(self, batch: FeatureBatch) -> None:
+        """Raise `StateLost` (changing nothing) or adopt the state's epoch, writing it first
+        on a fresh pipeline."""
+        floors = batch.floors or {}
+        reason = semantics.lost_epoch(self._epoch, self._known_epoch, floors, self._high_water.get)
+        if reason is None:
+            reason = semantics.behind(floors, self._high_water.get)
+            if reason is not None:
+                self._epoch = semantics.LOST_EPOCH
+        if reason is not None:
+            raise StateLost(f"feature state: {reason}")
+        if self._epoch is None:
+            self._epoch = uuid.uuid4().hex
+        self._known_epoch = self._epoch
 
     # -- one event ---------------------------------------------------------------------
 

@@ -10,12 +10,20 @@ as Lua's `math.floor(t / b)` does (exact for |t| < 2^52).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+
 # Replay records (what each source offset was first scored with) are kept per chunk of
 # this many offsets, so one hash per chunk expires as a whole (docs/architecture.md).
 RECORD_CHUNK = 1024
 # The flag byte after each event's row in a store's reply.
 FLAG_LATE = 1
 FLAG_REPLAYED = 2
+# The epoch a rebuild writes while it runs: lost state to every guarded batch until the
+# rebuild writes the real one (docs/architecture.md, "Lost state").
+REBUILDING_EPOCH = "rebuilding"
+# The epoch a batch writes on finding the state behind what was applied: lost state to
+# every guarded batch, of every worker, until a rebuild.
+LOST_EPOCH = "lost"
 
 
 def bucket_of(t_ms: int, bucket_ms: int) -> int:
@@ -75,3 +83,45 @@ def decay_update(
         return s * factor + x, w * factor + 1.0, t_ms
     factor = 2.0 ** (-(big_t - t_ms) / half_life_ms)
     return s + x * factor, w + factor, big_t
+
+
+def lost_epoch(
+    epoch: str | None,
+    known_epoch: str | None,
+    floors: Mapping[tuple[str, int], int],
+    high_water: Callable[[tuple[str, int]], int | None],
+) -> str | None:
+    """Why the state's epoch says it is lost, or None (features.lua mirrors it).
+
+    `epoch` is the store's (None: gone or never written), `known_epoch` the one the caller
+    saw last, `floors` per partition with history the highest offset known applied (-1:
+    none known). Lost, in this order: a rebuild is running or did not finish; an earlier
+    batch found the state behind (`behind`); the epoch the caller saw is gone; no epoch
+    while partitions have history and none of them has a high-water (state from before
+    epochs existed has them, and is adopted; a fresh pipeline has no history, and its
+    first batch writes the epoch).
+    """
+    if epoch == REBUILDING_EPOCH:
+        return "a rebuild of the state is running or did not finish"
+    if epoch == LOST_EPOCH:
+        return "the state was found older than what was applied (see the first alert)"
+    if epoch is None and known_epoch is not None:
+        return f"the state epoch {known_epoch} is gone"
+    if epoch is None and floors and all(high_water(tp) is None for tp in floors):
+        return "no state epoch although the partitions were processed before"
+    return None
+
+
+def behind(
+    floors: Mapping[tuple[str, int], int], high_water: Callable[[tuple[str, int]], int | None]
+) -> str | None:
+    """Why the state is older than what was applied, or None: a partition's high-water
+    (None = -1) below its floor means recent writes were dropped (a failover). The stores
+    then set the epoch to `LOST_EPOCH`, so every worker stops, not only this one: entities
+    span partitions."""
+    for (topic, partition), floor in sorted(floors.items()):
+        hw = high_water((topic, partition))
+        if (-1 if hw is None else hw) < floor:
+            held = "none" if hw is None else hw
+            return f"{topic}/{partition} was applied up to offset {floor}, the state has {held}"
+    return None

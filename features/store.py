@@ -22,11 +22,18 @@ class FeatureBatch:
     """One micro-batch: validated records, their event times (ms) and their sources.
 
     `sources=None` turns idempotency off (every event is applied).
+
+    `floors` guards against lost state (see `StateLost`): per source partition processed
+    before (by this worker, or committed by its group), the highest offset the state is
+    known to have applied, -1 when none is known. A store whose epoch is gone (see
+    `features.semantics.lost_epoch`), or whose high-water of a partition is below its floor
+    (`behind`), applies nothing and raises `StateLost`. None: no history is known.
     """
 
     records: Sequence[Mapping[str, Any]]
     event_time_ms: Sequence[int]
     sources: Sequence[Source] | None = None
+    floors: Mapping[tuple[str, int], int] | None = None
 
     def __post_init__(self) -> None:
         n = len(self.records)
@@ -50,6 +57,19 @@ class FeatureResult:
     values: np.ndarray
     late: np.ndarray
     replayed: np.ndarray
+
+
+class StateLost(Exception):
+    """The store's state is gone (restart without data, FLUSHALL, eviction) or behind what
+    was already delivered (a failover that dropped recent writes); nothing was applied.
+
+    Scoring on it would serve wrong features silently: the caller stops scoring until the
+    state is rebuilt (`streamfer rebuild`, which writes a new epoch).
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 class FeatureStore(Protocol):

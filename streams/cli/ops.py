@@ -100,8 +100,8 @@ def rebuild(
 ) -> None:
     """Rebuild the Redis feature state from the events topic, up to the workers' commits.
 
-    Stop the workers first; start them again afterwards: they continue from their
-    committed offsets on the rebuilt state.
+    Stop the workers first (or leave them paused on lost feature state, which they detect);
+    they continue from their committed offsets on the rebuilt state.
     """
     import redis
     from rich.markup import escape

@@ -12,6 +12,7 @@ from streams.cli.output import emit_json, err, setup_logging
 
 # `streamfer run` (and the workloads) check Redis before starting workers.
 from streams.cli.redis_check import check_redis
+from streams.worker.watchdog import DEFAULT_STALL_S
 
 __all__ = ["check_redis", "register", "run"]
 
@@ -26,6 +27,21 @@ def run(
     idle_exit: Annotated[
         float | None, typer.Option(help="stop after this many idle seconds")
     ] = None,
+    instance_id: Annotated[
+        str | None,
+        typer.Option(
+            help="this host's part of the workers' transactional and client ids, unique among "
+            "the supervisors of a group (default: $STREAMFER_INSTANCE_ID, else the host name)"
+        ),
+    ] = None,
+    stall_exit: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            help="a worker busy this many seconds with no batch finished exits, to be "
+            "restarted (0: never; pauses for an unreachable Redis or broker don't count)",
+        ),
+    ] = DEFAULT_STALL_S,
     name: NameOpt = None,
     as_json: JsonOpt = False,
     bootstrap: BootstrapOpt = None,
@@ -35,9 +51,14 @@ def run(
     """Consume events in micro-batches, compute features, score, publish predictions."""
     from streams.ops.topics import ensure_topics
     from streams.spec import Connections, load_spec
+    from streams.worker.instance import resolve_instance_id
     from streams.worker.supervisor import WorkerOptions, run_workers
 
     setup_logging(verbose)
+    try:
+        instance = resolve_instance_id(instance_id)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--instance-id") from None
     with user_errors():
         pipeline = load_spec(spec, prefix=name)
         connections = Connections.from_env(bootstrap=bootstrap, redis_url=redis_url)
@@ -50,6 +71,8 @@ def run(
             max_events=max_events,
             idle_exit_s=idle_exit,
             name_prefix=name,
+            instance_id=instance,
+            stall_exit_s=stall_exit,
         )
         result = run_workers(spec, connections, options, workers)
     if isinstance(result, int):

@@ -14,7 +14,10 @@ on the wall clock when the worker ran) is taken from the dead-letter topic, whic
 each rejected source offset, rather than re-judged against today's clock.
 
 Procedure: stop the workers (the group must have no members, unless `--force`), rebuild,
-start the workers. See docs/operations.md.
+start the workers. After a loss the workers detected (no state epoch), they are paused and
+need no stop: the rebuild marks the namespace as rebuilding while it runs and writes a new
+epoch when it is done, and they resume on their own (`features.epoch`). See
+docs/operations.md.
 """
 
 from __future__ import annotations
@@ -158,6 +161,21 @@ def wipe_feature_state(client: redis.Redis, namespace: str) -> int:
     return deleted
 
 
+def _state_lost(connections: Connections, namespace: str) -> bool:
+    """The namespace has no state epoch, or one marking it lost or rebuilding: guarded
+    workers are paused on it."""
+    import redis
+
+    from features.epoch import read_epoch
+    from features.semantics import LOST_EPOCH, REBUILDING_EPOCH
+
+    client = redis.Redis.from_url(connections.redis_url, socket_timeout=30)
+    try:
+        return read_epoch(client, namespace) in (None, LOST_EPOCH, REBUILDING_EPOCH)
+    finally:
+        client.close()
+
+
 def read_range(
     connections: Connections,
     topic: str,
@@ -296,7 +314,8 @@ def rebuild_state(
     """Replay the events topic into the spec's Redis feature namespace; see the module doc."""
     import redis
 
-    from features.backends import open_store
+    from features.epoch import mark_rebuilding, write_epoch
+    from features.redis_store import RedisFeatureStore
     from features.store import FeatureBatch
     from streams.events.codec import decode_batch
     from streams.events.schema import EventValidator
@@ -305,7 +324,9 @@ def rebuild_state(
     reader = LagReader(connections)
     group = group or spec.group
     state = reader.group_state(group)
-    if state.members and not force:
+    # Workers that found the state lost are paused, writing and committing nothing, and
+    # resume on their own once the rebuild writes the new epoch: no need to stop them.
+    if state.members and not force and not _state_lost(connections, spec.namespace):
         raise RebuildError(
             f"consumer group {group!r} has {state.members} running member(s): stop the "
             "workers first (they would commit past the rebuild and write to Redis while it "
@@ -318,6 +339,9 @@ def rebuild_state(
     client = redis.Redis.from_url(connections.redis_url, socket_timeout=30)
     try:
         client.ping()
+        # Guarded batches see lost state from here until the rebuild is done (the wipe
+        # leaves the epoch key alone).
+        mark_rebuilding(client, spec.namespace)
         if wipe:
             result.deleted_keys = wipe_feature_state(client, spec.namespace)
     finally:
@@ -326,7 +350,14 @@ def rebuild_state(
     # Time-range rejects come from the dead-letter topic, not from today's clock.
     event = spec.event.model_copy(update={"max_past": None, "max_future": None})
     validator = EventValidator(event)
-    store = open_store(spec.features, connections.redis_url, spec.namespace)
+    # Unguarded: it writes the state anew (and no epoch) under the rebuilding mark.
+    store = RedisFeatureStore(
+        spec.features,
+        redis.Redis.from_url(connections.redis_url, socket_timeout=30),
+        spec.namespace,
+        owns_client=True,
+        guard=False,
+    )
     reporter = progress or NoProgress()
     ranges = {r.partition: (r.start, r.end) for r in plan.ranges}
     try:
@@ -348,6 +379,11 @@ def rebuild_state(
             reporter.advance(len(messages))
     finally:
         store.close()
+    client = redis.Redis.from_url(connections.redis_url, socket_timeout=30)
+    try:
+        write_epoch(client, spec.namespace)  # the state is whole: paused workers resume
+    finally:
+        client.close()
     reporter.update(plan.total)
     result.seconds = time.perf_counter() - started
     return result

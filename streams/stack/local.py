@@ -226,6 +226,22 @@ class LocalStack:
             secure_redis_url=secure_url,
         )
 
+    def stop_kafka(self, timeout_s: float = 30.0) -> None:
+        """Stop only this home's broker (SIGTERM, SIGKILL after `timeout_s`): an outage.
+
+        Redis keeps running; `start_kafka()` (or `up()`) brings the broker back on its data.
+        """
+        deadline = time.monotonic() + timeout_s
+        with file_lock(self.home / ".lock", deadline, "another `streamfer up/down` on this home"):
+            pid = self._our_pid(self.kafka)
+            if pid is not None:
+                stop([pid], timeout_s=max(deadline - time.monotonic(), 1.0))
+            self.kafka.pid_file.unlink(missing_ok=True)
+
+    def start_kafka(self, timeout_s: float = 180.0) -> StackStatus:
+        """Start the broker again after `stop_kafka()`; waits until it serves, as `up()`."""
+        return self.up(timeout_s)
+
     def down(self, timeout_s: float = 30.0) -> None:
         """SIGTERM this home's broker and redis-server (SIGKILL after `timeout_s`).
 
@@ -330,10 +346,17 @@ class LocalStack:
             str(self.redis_dir),
             "--daemonize",
             "no",
+            # Persistence: a plain restart must not lose the feature state (a loss is caught,
+            # see features/epoch.py, but then needs a rebuild). AOF, fsync'd once a second.
             "--save",
             "",
             "--appendonly",
-            "no",
+            "yes",
+            "--appendfsync",
+            "everysec",
+            # Evicting a key is losing state too: refuse writes instead when memory is full.
+            "--maxmemory-policy",
+            "noeviction",
             "--logfile",
             str(self.redis.logs[0]),
             # Users and password digests; no password on the command line, where `ps` shows it.

@@ -23,6 +23,17 @@ log = logging.getLogger(__name__)
 
 RebalanceHook = Callable[[list[TopicPartition]], None]
 
+# Group timing, unless the config says otherwise (STREAMFER_RDKAFKA_SESSION_TIMEOUT_MS...).
+# After a broker restart the group coordinator reloads the group with our old membership and
+# completes the next rebalance only once that member rejoins or its session expires: with
+# librdkafka's 45 s default the worker scored nothing for ~45 s after the broker was back.
+# 10 s (heartbeats every 2 s) still rides out a loaded machine: heartbeats come from
+# librdkafka's own thread, not from the Python loop.
+GROUP_DEFAULTS: dict[str, Any] = {
+    "session.timeout.ms": 10_000,
+    "heartbeat.interval.ms": 2_000,
+}
+
 
 @dataclass(frozen=True, slots=True)
 class MessageBatch:
@@ -63,7 +74,9 @@ class BatchConsumer:
         link: BrokerLink | None = None,
     ) -> None:
         self._link = link or BrokerLink()
-        self._consumer = Consumer(self._link.client_config(consumer_settings(config)))
+        self._consumer = Consumer(
+            self._link.client_config(consumer_settings({**GROUP_DEFAULTS, **config}))
+        )
         self._max_size = max_size
         self._max_wait_s = max_wait_s
         self._hooks = (on_assign, on_revoke, on_lost)

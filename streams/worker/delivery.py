@@ -28,9 +28,11 @@ from typing import Any, Protocol
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
 from streams.events.dead_letters import DeadLetter, dead_letter_headers
+from streams.worker.bounded_call import CallTimedOut, call_within
 from streams.worker.consumer import MessageBatch
 from streams.worker.kafka_log import BrokerLink, producer_settings
 from streams.worker.metrics import WorkerMetrics
+from streams.worker.watchdog import Progress
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +78,10 @@ class SourceOffsets(Protocol):
 
 # How long the revoke and shutdown paths wait for the broker to acknowledge a batch.
 DRAIN_TIMEOUT_S = 30.0
+# How long past its own timeout a transactional call may take before its producer is given
+# up as stuck (librdkafka#5456: `send_offsets_to_transaction` can ignore its timeout).
+STUCK_GRACE_S = 5.0
+SEND_OFFSETS_BOUND_S = 10.0
 
 
 class Output(Protocol):
@@ -136,6 +142,7 @@ class AtLeastOnceOutput:
         *,
         link: BrokerLink | None = None,
         drain_timeout_s: float = DRAIN_TIMEOUT_S,
+        progress: Progress | None = None,
     ) -> None:
         self._failures: list[str] = []
         self._producer = Producer(
@@ -146,6 +153,7 @@ class AtLeastOnceOutput:
         self._topics = topics
         self._metrics = metrics
         self._pending: OutputBatch | None = None
+        self._progress = progress
 
     def _on_delivery_error(self, err: KafkaError | None, msg: Any) -> None:
         if err is not None:
@@ -162,16 +170,27 @@ class AtLeastOnceOutput:
         if pending is None:
             return
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        while self._producer.flush(10.0 if deadline is None else 1.0) > 0:
-            if deadline is not None and time.monotonic() >= deadline:
-                log.warning(
-                    "%d records not acknowledged after %.0f s; their events will be consumed again",
-                    len(self._producer),
-                    timeout_s,
-                )
-                return
-            if deadline is None:
-                log.warning("waiting for the broker to acknowledge %d records", len(self._producer))
+        waiting = False  # for an unreachable broker: a known outage, not a stall
+        try:
+            while self._producer.flush(10.0 if deadline is None else 1.0) > 0:
+                if deadline is not None and time.monotonic() >= deadline:
+                    log.warning(
+                        "%d records not acknowledged after %.0f s; "
+                        "their events will be consumed again",
+                        len(self._producer),
+                        timeout_s,
+                    )
+                    return
+                if deadline is None:
+                    log.warning(
+                        "waiting for the broker to acknowledge %d records", len(self._producer)
+                    )
+                    if not waiting and self._progress is not None:
+                        self._progress.pause()
+                        waiting = True
+        finally:
+            if waiting and self._progress is not None:
+                self._progress.resume()
         if self._failures:
             failures, self._failures = self._failures, []
             raise DeliveryFailed(f"{len(failures)} records not delivered, e.g. {failures[0]}")
@@ -228,6 +247,9 @@ class TransactionalOutput:
         self._metrics = metrics
         self._timeout_s = timeout_s
         self._in_transaction = False
+        self._stuck: list[Producer] = []  # given up after a transactional call never returned
+        self._link = link
+        self._outages_seen = link.outages if link is not None else 0
         self._producer = self._new_producer()
 
     def _new_producer(self) -> Producer:
@@ -238,18 +260,68 @@ class TransactionalOutput:
 
     def send(self, batch: OutputBatch) -> None:
         offsets = [TopicPartition(t, p, o) for (t, p), o in batch.source.next_offsets().items()]
+        self._renew_after_outage()
         try:
             self._producer.begin_transaction()
             self._in_transaction = True
             _produce_all(self._producer, self._topics, batch)
-            self._producer.send_offsets_to_transaction(
-                offsets, self._consumer.group_metadata(), self._timeout_s
-            )
+            self._send_offsets(offsets)
             self._commit()
         except KafkaException as exc:
             self._recover(exc.args[0])
             raise BatchAborted(str(exc.args[0])) from None
+        except CallTimedOut as exc:
+            self._replace_stuck_producer(exc)
+            raise BatchAborted(str(exc)) from None
         self._metrics.predictions_out.inc(len(batch.predictions))
+
+    def _renew_after_outage(self) -> None:
+        """After a broker outage, a fresh producer for the first transaction.
+
+        The producer that lived through the outage keeps a coordinator lookup that can wait
+        for good (librdkafka#5456): its first `send_offsets_to_transaction` after the broker's
+        return stalled in 2 runs of 2 here. A fresh one looks the coordinators up anew; between
+        batches no transaction is open, so the old one is only flushed and dropped.
+        """
+        if self._link is None or self._link.outages == self._outages_seen or self._link.down:
+            return
+        log.info("broker back after an outage: starting a fresh transactional producer")
+        try:
+            fresh = self._new_producer()
+        except KafkaException as exc:  # e.g. the coordinator still loading: next batch
+            log.warning("no fresh transactional producer yet (%s); keeping the old one", exc)
+            return
+        self._outages_seen = self._link.outages
+        old, self._producer = self._producer, fresh
+        old.flush(STUCK_GRACE_S)
+
+    def _send_offsets(self, offsets: list[TopicPartition]) -> None:
+        """`send_offsets_to_transaction`, bounded here: librdkafka's own timeout can fail.
+
+        It is one round trip to the group coordinator: `SEND_OFFSETS_BOUND_S` is far more
+        than a healthy call takes, and a batch given up costs a replay, never correctness.
+        """
+        producer, timeout_s = self._producer, min(self._timeout_s, SEND_OFFSETS_BOUND_S)
+        metadata = self._consumer.group_metadata()
+        call_within(
+            lambda: producer.send_offsets_to_transaction(offsets, metadata, timeout_s),
+            timeout_s + STUCK_GRACE_S,
+            "send_offsets_to_transaction",
+        )
+
+    def _replace_stuck_producer(self, exc: CallTimedOut) -> None:
+        """Give up a producer stuck in a transactional call, and start a fresh one.
+
+        No call can abort its transaction (librdkafka runs one transactional call at a time),
+        but the new producer's `init_transactions` with the same transactional.id fences the
+        stuck one and aborts its open transaction, so nothing of the batch is committed. The
+        stuck producer is kept referenced by its thread, never destroyed from here (that
+        would block too).
+        """
+        log.warning("%s; replacing the producer and scoring the batch again", exc)
+        self._stuck.append(self._producer)
+        self._in_transaction = False
+        self._producer = self._new_producer()
 
     def _commit(self) -> None:
         deadline = time.monotonic() + self._timeout_s * 4
@@ -265,6 +337,14 @@ class TransactionalOutput:
                 raise
 
     def _recover(self, err: KafkaError) -> None:
+        if err.code() == KafkaError._FENCED:
+            # A newer producer took our transactional.id: another process runs this worker
+            # slot with the same instance id (two supervisors on one host, say).
+            log.error(
+                "transactional id %s is in use by another process: give each supervisor "
+                "its own --instance-id (or STREAMFER_INSTANCE_ID)",
+                self._config["transactional.id"],
+            )
         log.warning("transaction failed (%s); aborting the batch", err)
         if err.fatal():
             self._producer = self._new_producer()

@@ -4,7 +4,8 @@ librdkafka logs every failed connect of every client ("Connection refused" storm
 broker restarts), "Purging unserved events", "Coordinator load in progress"... `BrokerLink`
 gives its clients a `logger` that sends all of that to the Python logger at DEBUG, and an
 `error_cb` that says once "broker unreachable since HH:MM:SS (...)" when all brokers are
-down and once "reconnected to the broker after N s" when one answers again. Share one
+down and once "reconnected to the broker after N s" when one answers again (a message, or
+a broker UP in the statistics for a few seconds: a restarting broker flaps). Share one
 `BrokerLink` among the clients of a process, so a state change is said once, not per client.
 
 A broker that refuses us (a SASL login with wrong credentials, a TLS certificate the client
@@ -171,6 +172,10 @@ class _AtDebug(logging.LoggerAdapter[logging.Logger]):
         self.logger.debug(msg, *args, **kwargs)
 
 
+# How long a broker must stay UP in the statistics before the link counts as back.
+BACK_SETTLE_S = 4.0
+
+
 class BrokerLink:
     """Whether the brokers answer, said once per change; the clients' logger and error_cb."""
 
@@ -184,6 +189,11 @@ class BrokerLink:
         self._log = logger
         self._lock = threading.Lock()  # error_cb and stats_cb of several clients
         self._down_since: float | None = None
+        self._back_since: float | None = None  # a broker looked UP: not said until it stays so
+        self._outages = 0
+        self._up_at: float | None = None  # when the last outage ended
+        self._unsaid = False  # the current outage is not said (yet)
+        self._detail = ""
         self._reported: set[int] = set()
         self._config: dict[str, Any] = {}
         self._refused: BrokerRefused | None = None
@@ -194,6 +204,11 @@ class BrokerLink:
     @property
     def down(self) -> bool:
         return self._down_since is not None
+
+    @property
+    def outages(self) -> int:
+        """How many outages this link has said so far (a client can tell one happened)."""
+        return self._outages
 
     @property
     def refusal(self) -> BrokerRefused | None:
@@ -232,13 +247,17 @@ class BrokerLink:
                 return  # the refusal explains it; no "unreachable" line beside it
             with self._lock:
                 if self._down_since is not None:
+                    # Down again before the return was confirmed: the same outage, unsaid.
+                    self._back_since = None
                     return
-                self._down_since = self._clock()
-            self._log.warning(
-                "broker unreachable since %s (%s); retrying",
-                time.strftime("%H:%M:%S", time.localtime(self._down_since)),
-                err.str(),
-            )
+                now = self._down_since = self._clock()
+                self._outages += 1
+                # Just after a return, another client of the link may still report the
+                # outage it saw: kept unsaid until statistics show no broker up (on_stats).
+                self._unsaid = self._up_at is not None and now - self._up_at < BACK_SETTLE_S
+                self._detail = err.str()
+            if not self._unsaid:
+                self._say_down()
         elif code in _TRANSPORT_CODES:
             self._log.debug("broker connection: %s", err.str())
         elif err.fatal():
@@ -247,22 +266,51 @@ class BrokerLink:
             self._reported.add(code)
             self._log.warning("kafka client error: %s", err.str())
 
+    def _say_down(self) -> None:
+        since = self._down_since
+        if since is not None:
+            self._log.warning(
+                "broker unreachable since %s (%s); retrying",
+                time.strftime("%H:%M:%S", time.localtime(since)),
+                self._detail,
+            )
+
     def up(self) -> None:
-        """A broker answered (a message, or statistics with a broker up): say so once."""
+        """A broker answered for sure (a message was consumed): say so once.
+
+        A WARNING like the line it answers, so an operator who saw "unreachable" at the
+        default level also sees the outage end.
+        """
         if self._down_since is None:
             return
+        now = self._clock()
         with self._lock:
-            since, self._down_since = self._down_since, None
-        if since is not None:
-            self._log.info("reconnected to the broker after %.0f s", self._clock() - since)
+            since, self._down_since, self._back_since = self._down_since, None, None
+            unsaid, self._unsaid, self._up_at = self._unsaid, False, now
+        if since is not None and not unsaid:
+            self._log.warning("reconnected to the broker after %.0f s", now - since)
 
     def on_stats(self, stats_json: str) -> None:
-        """librdkafka `stats_cb`: a broker in state UP means the link is back."""
+        """librdkafka `stats_cb`: a broker UP in two statistics `BACK_SETTLE_S` apart means
+        the link is back; one UP alone is not (a restarting broker accepts a connection,
+        then drops it again while it starts, which would be said as a second outage)."""
         if self._down_since is None:
             return
         stats: dict[str, Any] = orjson.loads(stats_json)
         brokers = stats.get("brokers", {}).values()
-        if any(b.get("state") == "UP" and b.get("nodeid", -1) >= 0 for b in brokers):
+        if not any(b.get("state") == "UP" and b.get("nodeid", -1) >= 0 for b in brokers):
+            with self._lock:
+                self._back_since = None
+                say, self._unsaid = self._unsaid, False
+            if say:  # the report kept unsaid was a real outage after all
+                self._say_down()
+            return
+        now = self._clock()
+        with self._lock:
+            if self._back_since is None:
+                self._back_since = now
+            settled = now - self._back_since >= BACK_SETTLE_S
+        if settled:
             self.up()
 
 

@@ -115,6 +115,16 @@ class WorkerMetrics:
         self.paused = Gauge(
             "streamfer_paused", "1 while consumption is paused for backpressure", registry=r
         )
+        self.feature_state_lost = Gauge(
+            "streamfer_feature_state_lost",
+            "1 while the feature state is lost (Redis lost data): not scoring until rebuilt",
+            registry=r,
+        )
+        self.stalled = Gauge(
+            "streamfer_stalled",
+            "1 once no batch finished within the stall deadline (the worker then exits)",
+            registry=r,
+        )
         self._model_labels: tuple[str, str, str] | None = None
         self._lag_series: set[tuple[str, str]] = set()
 

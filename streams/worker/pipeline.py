@@ -23,7 +23,7 @@ import numpy as np
 import redis
 
 from features.backends import open_store
-from features.store import FeatureStore
+from features.store import FeatureStore, StateLost
 from inference.adaptation import Adapter
 from inference.registry import ModelSwitch
 from streams.events.codec import (
@@ -45,10 +45,13 @@ from streams.worker.delivery import (
     OutputTopics,
     TransactionalOutput,
 )
+from streams.worker.instance import client_id, resolve_instance_id, transactional_id
 from streams.worker.kafka_log import BrokerLink
 from streams.worker.metrics import WorkerMetrics
 from streams.worker.prediction_log import PredictionLog
 from streams.worker.scoring import ScoredBatch, Scorer
+from streams.worker.state_guard import AppliedOffsets, StateLossAlarm
+from streams.worker.watchdog import Progress
 
 log = logging.getLogger(__name__)
 
@@ -92,10 +95,15 @@ class Worker:
         metrics: WorkerMetrics | None = None,
         stop: threading.Event | None = None,
         clock: Callable[[], float] = time.time,
+        instance_id: str | None = None,
     ) -> None:
         self.spec = spec
         self.metrics = metrics or WorkerMetrics()
         self.stop = stop or threading.Event()
+        # What the main thread is busy with, for the watchdog (streams/worker/watchdog.py).
+        self.progress = Progress()
+        instance = resolve_instance_id(instance_id)
+        kafka_client_id = client_id(spec.name, instance, worker_id)
         self._clock = clock
         self._link = BrokerLink(clock=clock)
         self._validator = EventValidator(spec.event)
@@ -105,7 +113,7 @@ class Worker:
             spec.model, spec.features.names, key=connections.model_secret, clock=clock
         )
         self._alerts = AlertSink(
-            connections, spec.topics.alerts, f"{spec.name}-{worker_id}", link=self._link
+            connections, spec.topics.alerts, f"{spec.name}-{instance}-{worker_id}", link=self._link
         )
         self._adapter = Adapter.open(
             spec.adaptation,
@@ -114,6 +122,16 @@ class Worker:
             spec.features.names,
             self._alerts.send,
             key=connections.snapshot_secret,
+            clock=clock,
+        )
+        # Lost feature state (Redis restarted empty, a failover dropped writes) is detected
+        # by the store's script against these offsets: the batch is not scored.
+        self._applied = AppliedOffsets(self._committed_offsets)
+        self._state_alarm = StateLossAlarm(
+            pipeline=spec.name,
+            namespace=spec.namespace,
+            send=self._alerts.send,
+            gauge=self.metrics.feature_state_lost,
             clock=clock,
         )
         self._scorer = Scorer(
@@ -126,6 +144,7 @@ class Worker:
             ),
             clock=clock,
             on_stage=lambda stage, seconds: self.metrics.stage.labels(stage).observe(seconds),
+            floors=self._applied.floors,
         )
         eos = (
             exactly_once
@@ -135,7 +154,7 @@ class Worker:
         consumer_config = connections.kafka_config(
             **{
                 "group.id": spec.group,
-                "client.id": f"streamfer-{spec.name}-{worker_id}",
+                "client.id": kafka_client_id,
                 "enable.auto.commit": not eos,
                 "enable.auto.offset.store": False,
                 # Stored offsets are committed every second: after a crash at most about a
@@ -162,14 +181,12 @@ class Worker:
         topics = OutputTopics(
             spec.topics.predictions, spec.topics.dead_letter, spec.topics.features
         )
-        producer_config = connections.kafka_config(
-            **{"client.id": f"streamfer-{spec.name}-{worker_id}"}
-        )
+        producer_config = connections.kafka_config(**{"client.id": kafka_client_id})
         self._output: Output
         if eos:
             self._output = TransactionalOutput(
                 producer_config,
-                f"streamfer-{spec.group}-{worker_id}",
+                transactional_id(spec.group, instance, worker_id),
                 self._consumer,
                 topics,
                 self.metrics,
@@ -177,7 +194,12 @@ class Worker:
             )
         else:
             self._output = AtLeastOnceOutput(
-                producer_config, self._consumer, topics, self.metrics, link=self._link
+                producer_config,
+                self._consumer,
+                topics,
+                self.metrics,
+                link=self._link,
+                progress=self.progress,
             )
         self.stats = RunStats()
         self._note_model()
@@ -194,11 +216,13 @@ class Worker:
     # -- rebalance ---------------------------------------------------------------------
     def _on_revoke(self, partitions: list[Any]) -> None:
         self.metrics.rebalances.labels("revoke").inc()
-        self._output.on_revoke(partitions)
+        with self.progress.busy("revoking partitions"):
+            self._output.on_revoke(partitions)
 
     def _on_lost(self, partitions: list[Any]) -> None:
         self.metrics.rebalances.labels("lost").inc()
-        self._output.on_lost(partitions)
+        with self.progress.busy("giving up lost partitions"):
+            self._output.on_lost(partitions)
 
     def _note_model(self) -> None:
         model = self._models.current()
@@ -226,11 +250,13 @@ class Worker:
                 last_activity = self._clock()
                 if self.stats.first_consume is None:
                     self.stats.first_consume = last_activity
-                self._handle(batch)
+                with self.progress.busy("a batch was in flight"):
+                    self._handle(batch)
                 if max_events is not None and self.stats.events_in >= max_events:
                     break
         finally:
-            self._shutdown()
+            with self.progress.busy("shutting down"):
+                self._shutdown()
         return self.stats
 
     def _poll_versions(self) -> None:
@@ -283,7 +309,16 @@ class Worker:
             self._consumer.rewind(batch, self._consumer.assignment())
             return
         self.metrics.stage.labels("produce").observe(time.perf_counter() - started)
+        self._applied.delivered(result.events.sources)
         self._count(batch, result)
+
+    def _committed_offsets(self, partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        """The group's committed offsets (absent: none), for `AppliedOffsets`; bounded."""
+        from confluent_kafka import TopicPartition
+
+        asked = [TopicPartition(topic, p) for topic, p in partitions]
+        found = self._consumer.raw.committed(asked, timeout=5)
+        return {(tp.topic, tp.partition): tp.offset for tp in found if tp.offset >= 0}
 
     def _score_with_backpressure(self, decoded: DecodedBatch) -> ScoredBatch | None:
         delay_ms = self.spec.retry.initial
@@ -291,7 +326,12 @@ class Worker:
         try:
             while True:
                 try:
-                    return self._scorer(decoded)
+                    scored = self._scorer(decoded)
+                    self._state_alarm.cleared()
+                    return scored
+                except StateLost as exc:
+                    # Nothing was applied or scored; retried until a rebuild re-arms the state.
+                    self._state_alarm.raised(exc)
                 except _TRANSIENT_REDIS as exc:
                     self.metrics.redis_errors.inc()
                     log.warning("redis unavailable (%s); paused, retrying in %d ms", exc, delay_ms)
@@ -303,6 +343,7 @@ class Worker:
                 if not paused:
                     self._consumer.pause_all()
                     self.metrics.paused.set(1)
+                    self.progress.pause()
                     paused = True
                 self._consumer.serve_while_paused(delay_ms / 1000)
                 delay_ms = min(delay_ms * 2, self.spec.retry.max)
@@ -312,6 +353,7 @@ class Worker:
             if paused:
                 self._consumer.resume_all()
                 self.metrics.paused.set(0)
+                self.progress.resume()
 
     def _encode(self, batch: MessageBatch, result: ScoredBatch) -> OutputBatch:
         started = time.perf_counter()

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -81,6 +81,10 @@ def _no_timer(_stage: str, _seconds: float) -> None:
     pass
 
 
+Floors = Callable[[Iterable[tuple[str, int]]], Mapping[tuple[str, int], int]]
+"""Per source partition of a batch, the highest offset the state must hold (`FeatureBatch`)."""
+
+
 @dataclass(frozen=True, slots=True)
 class ScoredBatch:
     """The events that were scored (poison and unscorable ones moved to its dead letters)
@@ -103,8 +107,10 @@ class Scorer:
         log: PredictionSink,
         clock: Callable[[], float] = time.time,
         on_stage: StageTimer = _no_timer,
+        floors: Floors | None = None,
     ) -> None:
         self._threshold = threshold
+        self._floors = floors
         self._store = store
         self._models = models
         self._adapter = adapter
@@ -117,8 +123,14 @@ class Scorer:
             return ScoredBatch(decoded, self._empty())
         started = time.perf_counter()
         try:
+            # A `StateLost` propagates: the loop pauses, nothing of the batch is scored.
+            floors = None
+            if self._floors is not None:
+                floors = self._floors({(topic, p) for topic, p, _ in decoded.sources})
             features = self._store.update_and_read(
-                FeatureBatch(decoded.records, decoded.event_time_ms.tolist(), decoded.sources)
+                FeatureBatch(
+                    decoded.records, decoded.event_time_ms.tolist(), decoded.sources, floors
+                )
             )
         except redis.ResponseError as exc:
             log.warning("feature computation failed for the batch (%s); isolating events", exc)

@@ -3,11 +3,13 @@
 SIGTERM/SIGINT set a stop flag: the batch in flight finishes, its offsets are committed,
 the worker leaves the group. A second signal while stopping exits at once (what was not
 committed is consumed again). The supervisor forwards both and restarts a worker that
-died (with backoff, so a broken dependency is not a crash loop).
+died (with backoff, so a broken dependency is not a crash loop; `RestartBackoff`). A worker
+process also runs a `Watchdog`: stuck with work for `stall_exit_s`, it exits to be restarted.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import multiprocessing as mp
 import os
@@ -25,6 +27,8 @@ from streams.security.redaction import install_log_redaction, redacted_traceback
 from streams.spec import Connections, load_spec
 from streams.worker.kafka_log import BrokerRefused
 from streams.worker.pipeline import RunStats, Worker
+from streams.worker.restarts import RestartBackoff
+from streams.worker.watchdog import DEFAULT_STALL_S, Stall, Watchdog
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +37,7 @@ _SIGNALS = {signal.SIGTERM, signal.SIGINT}
 _STOP_TIMEOUT_S = 75.0
 # A child's exit status when the broker refused its credentials: restarting cannot help.
 _EXIT_REFUSED = 3
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,11 @@ class WorkerOptions:
     max_events: int | None = None
     idle_exit_s: float | None = None
     name_prefix: str | None = None  # `--name`: the child processes load the spec with it
+    # Part of every transactional.id and client.id (streams/worker/instance.py); None: the
+    # host name, or STREAMFER_INSTANCE_ID.
+    instance_id: str | None = None
+    # A worker busy this long with no batch finished exits (0: no watchdog).
+    stall_exit_s: float = DEFAULT_STALL_S
 
 
 class StopSignals:
@@ -120,12 +130,16 @@ def _exit_now(signum: int) -> None:
 def run_one(
     spec_path: str | Path, connections: Connections, options: WorkerOptions, worker_id: int = 0
 ) -> RunStats:
-    """Run one worker in this process until stopped, idle or `max_events` consumed."""
+    """Run one worker in this process until stopped, idle or `max_events` consumed.
+
+    In the main thread (a process of its own) the worker runs under signals and a watchdog;
+    in another thread (tests, embedding) under neither: the watchdog would end the process.
+    """
     stop = threading.Event()
     if threading.current_thread() is not threading.main_thread():
         return _run(spec_path, connections, options, worker_id, stop)
     with StopSignals(lambda _signum: stop.set()):
-        return _run(spec_path, connections, options, worker_id, stop)
+        return _run(spec_path, connections, options, worker_id, stop, watched=True)
 
 
 def _run(
@@ -134,10 +148,17 @@ def _run(
     options: WorkerOptions,
     worker_id: int,
     stop: threading.Event,
+    *,
+    watched: bool = False,
 ) -> RunStats:
     spec = load_spec(spec_path, prefix=options.name_prefix)
     worker = Worker(
-        spec, connections, worker_id=worker_id, exactly_once=options.exactly_once, stop=stop
+        spec,
+        connections,
+        worker_id=worker_id,
+        exactly_once=options.exactly_once,
+        stop=stop,
+        instance_id=options.instance_id,
     )
     host = options.metrics_host or spec.metrics.host
     base = spec.metrics.port if options.metrics_port is None else options.metrics_port
@@ -147,15 +168,37 @@ def _run(
         log.info("worker %d: metrics on %s", worker_id, url)
     else:  # a port picked for us: say which, whatever the log level (once per worker)
         print(f"worker {worker_id}: metrics on {url}", file=sys.stderr, flush=True)
-    return worker.run(max_events=options.max_events, idle_exit_s=options.idle_exit_s)
+    if not watched or options.stall_exit_s <= 0:
+        return worker.run(max_events=options.max_events, idle_exit_s=options.idle_exit_s)
+
+    def stalled(_stall: Stall) -> None:
+        worker.metrics.stalled.set(1)
+
+    with Watchdog(worker.progress, options.stall_exit_s, on_stall=stalled):
+        return worker.run(max_events=options.max_events, idle_exit_s=options.idle_exit_s)
+
+
+def _die_with(supervisor_pid: int) -> None:
+    """A worker never outlives its supervisor (SIGKILLed, say, by a test's teardown or the
+    OOM killer): on Linux the kernel then sends it SIGKILL; what it had not committed is
+    consumed again, as after any crash."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != supervisor_pid:  # it died before prctl took effect
+        os._exit(1)
 
 
 def _child(
-    spec_path: str, connections: Connections, options: WorkerOptions, worker_id: int
+    spec_path: str,
+    connections: Connections,
+    options: WorkerOptions,
+    worker_id: int,
+    supervisor_pid: int,
 ) -> None:
     # Out of the terminal's process group: a Ctrl-C reaches the supervisor only, which
     # forwards one SIGTERM (the child must not take Ctrl-C + SIGTERM as a second signal).
     os.setpgrp()
+    _die_with(supervisor_pid)
     logging.basicConfig(
         level=logging.INFO, format=f"%(asctime)s w{worker_id} %(levelname)s %(message)s"
     )
@@ -183,7 +226,7 @@ def supervise(
     forced = threading.Event()
     refused = threading.Event()  # a worker's credentials were refused
     procs: dict[int, Any] = {}
-    restarts: dict[int, float] = {}
+    backoff = RestartBackoff()
 
     def forward(_signum: int) -> None:
         for proc in list(procs.values()):
@@ -196,10 +239,13 @@ def supervise(
 
     def start(i: int) -> None:
         proc = ctx.Process(
-            target=_child, args=(str(spec_path), connections, options, i), daemon=False
+            target=_child,
+            args=(str(spec_path), connections, options, i, os.getpid()),
+            daemon=False,
         )
         proc.start()
         procs[i] = proc
+        backoff.started(i)
 
     status = 0
     with StopSignals(lambda _signum: stop.set(), force):
@@ -218,11 +264,10 @@ def supervise(
                     refused.set()
                     stop.set()
                     break
-                delay = min(30.0, max(1.0, 2 * restarts.get(i, 0.5)))
+                delay = backoff.delay(i)
                 log.warning(
                     "worker %d exited with %s; restarting in %.0fs", i, proc.exitcode, delay
                 )
-                restarts[i] = delay
                 if stop.wait(delay):
                     break
                 start(i)

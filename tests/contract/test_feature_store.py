@@ -20,11 +20,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from features.backends import open_store
+from features.epoch import epoch_key, read_epoch, write_epoch
 from features.featurizer import Featurizer
 from features.redis_store import RedisFeatureStore
 from features.reference import ReferenceFeatureStore
 from features.spec import FeatureSpec
-from features.store import FeatureBatch, FeatureResult, FeatureStore, Source
+from features.store import FeatureBatch, FeatureResult, FeatureStore, Source, StateLost
 
 S = 1_000
 MIN = 60 * S
@@ -166,6 +167,22 @@ class Stores:
         finally:
             client.close()
 
+    def drop_state(self, store: FeatureStore) -> None:
+        """Lose the store's whole state, as a Redis restart without data would: the
+        reference's by `drop_state()`, Redis' by deleting the namespace's keys."""
+        if self.kind == "memory":
+            assert isinstance(store, Featurizer)
+            assert isinstance(store.aggregations, ReferenceFeatureStore)
+            store.aggregations.drop_state()
+            return
+        client = redis.Redis.from_url(self._request.getfixturevalue("redis_admin_url"))
+        try:
+            keys = list(client.scan_iter(f"sf:{self._namespaces[id(store)]}:*", count=1000))
+            assert keys, "the store wrote nothing to lose"
+            client.delete(*keys)
+        finally:
+            client.close()
+
 
 OpenStore = Stores
 
@@ -184,9 +201,12 @@ def ev(t: int, card: Any = "c1", amount: float | None = 1.0, merchant: Any = "m1
 
 
 def feed(
-    store: FeatureStore, events: Sequence[Event], sources: Sequence[Source] | None = None
+    store: FeatureStore,
+    events: Sequence[Event],
+    sources: Sequence[Source] | None = None,
+    floors: dict[tuple[str, int], int] | None = None,
 ) -> FeatureResult:
-    batch = FeatureBatch([r for _, r in events], [t for t, _ in events], sources)
+    batch = FeatureBatch([r for _, r in events], [t for t, _ in events], sources, floors)
     return store.update_and_read(batch)
 
 
@@ -421,7 +441,98 @@ def test_namespaces_are_isolated(open_: OpenStore) -> None:
         assert col(feed(store, [ev(T0)]), "n") == [1]
 
 
+# -- lost state ----------------------------------------------------------------------------
+
+
+def test_a_fresh_pipeline_starts_without_history(open_: OpenStore) -> None:
+    store = open_()
+    assert col(feed(store, [ev(T0)], src(0)), "n") == [1]
+    assert col(feed(store, [ev(T0 + S)], src(1), {("events", 0): 0}), "n") == [2]
+
+
+def test_state_lost_under_a_running_store_raises_on_the_next_batch(open_: OpenStore) -> None:
+    store = open_()
+    feed(store, [ev(T0)], src(0))
+    open_.drop_state(store)
+    for _ in range(2):  # and keeps raising: nothing of the refused batch was written
+        with pytest.raises(StateLost, match=r"the state epoch \w+ is gone"):
+            feed(store, [ev(T0 + S)], src(1))
+
+
+def test_no_epoch_while_partitions_have_history_is_lost_state(open_: OpenStore) -> None:
+    # A worker started after the loss: it never saw the epoch, but its group has commits.
+    with pytest.raises(StateLost, match="no state epoch although the partitions were processed"):
+        feed(open_(), [ev(T0)], src(5), {("events", 0): -1})
+
+
+def test_high_water_below_the_applied_offset_stops_every_batch_until_a_rebuild(
+    open_: OpenStore,
+) -> None:
+    store = open_()
+    feed(store, [ev(T0), ev(T0 + S)], src(0, 1))
+    # A failover dropped writes: the worker applied offset 7, the state holds 1.
+    with pytest.raises(StateLost, match="events/0 was applied up to offset 7, the state has 1"):
+        feed(store, [ev(T0 + 2 * S)], src(8), {("events", 0): 7})
+    # Entities span partitions: a batch of another partition, whose floor holds, stops too.
+    with pytest.raises(StateLost, match="the state was found older than what was applied"):
+        feed(store, [ev(T0 + 2 * S)], src(0, partition=1))
+
+
+def test_a_partition_applied_but_without_high_water_is_lost_state(open_: OpenStore) -> None:
+    store = open_()
+    feed(store, [ev(T0)], src(0))
+    with pytest.raises(StateLost, match="events/3 was applied up to offset 0, the state has none"):
+        feed(store, [ev(T0 + S)], src(1, partition=3), {("events", 3): 0})
+
+
 # -- Redis specifics -----------------------------------------------------------------------
+
+
+@pytest.mark.integration
+def test_redis_epoch_is_written_by_the_first_batch_and_a_rebuild_re_arms_the_store(
+    client: redis.Redis, admin_client: redis.Redis, unique: str
+) -> None:
+    store = RedisFeatureStore(SPEC, client, unique)
+    store.update_and_read(FeatureBatch([ev(T0)[1]], [T0], src(0)))
+    first = read_epoch(client, unique)
+    assert first is not None and admin_client.pttl(epoch_key(unique)) == -1  # no TTL
+    admin_client.delete(*admin_client.scan_iter(f"sf:{unique}:*"))
+    with pytest.raises(StateLost, match=f"namespace '{unique}'"):
+        store.update_and_read(FeatureBatch([ev(T0 + S)[1]], [T0 + S], src(1)))
+    assert list(admin_client.scan_iter(f"sf:{unique}:*")) == []  # the refused batch wrote nothing
+    # A rebuild: an unguarded store replays the events (writing no epoch), then the epoch.
+    rebuilt = RedisFeatureStore(SPEC, client, unique, guard=False)
+    rebuilt.update_and_read(FeatureBatch([ev(T0)[1]], [T0], src(0)))
+    assert read_epoch(client, unique) is None
+    second = write_epoch(client, unique)
+    assert second != first
+    batch = FeatureBatch([ev(T0 + S)[1]], [T0 + S], src(1), {("events", 0): 0})
+    assert store.update_and_read(batch).values[0, SPEC.names.index("n")] == 2
+
+
+@pytest.mark.integration
+def test_redis_state_behind_marks_the_epoch_lost_and_writes_nothing(
+    client: redis.Redis, admin_client: redis.Redis, unique: str
+) -> None:
+    store = RedisFeatureStore(SPEC, client, unique)
+    store.update_and_read(FeatureBatch([ev(T0)[1]], [T0], src(0)))
+    before = {k: admin_client.dump(k) for k in admin_client.scan_iter(f"sf:{unique}:{{*")}
+    with pytest.raises(StateLost, match="events/0 was applied up to offset 5"):
+        store.update_and_read(FeatureBatch([ev(T0 + S)[1]], [T0 + S], src(6), {("events", 0): 5}))
+    assert read_epoch(client, unique) == "lost"
+    assert {k: admin_client.dump(k) for k in admin_client.scan_iter(f"sf:{unique}:{{*")} == before
+
+
+@pytest.mark.integration
+def test_redis_state_written_before_epochs_existed_is_adopted(
+    client: redis.Redis, admin_client: redis.Redis, unique: str
+) -> None:
+    first = FeatureBatch([ev(T0)[1]], [T0], src(0))
+    RedisFeatureStore(SPEC, client, unique).update_and_read(first)
+    admin_client.delete(epoch_key(unique))  # as a store of the previous release left it
+    store = RedisFeatureStore(SPEC, client, unique)
+    batch = FeatureBatch([ev(T0 + S)[1]], [T0 + S], src(1), {("events", 0): 0})
+    assert store.update_and_read(batch).values[0, SPEC.names.index("n")] == 2
 
 
 @pytest.mark.integration
@@ -448,9 +559,13 @@ def test_redis_keys_carry_one_hash_tag_per_entity_and_partition(
     store = RedisFeatureStore(SPEC, client, unique)
     store.update_and_read(FeatureBatch([ev(T0, card="a}b")[1]], [T0], src(0)))
     keys = sorted(k.decode() for k in admin_client.scan_iter(f"sf:{unique}:*"))
-    tags = {k.split("{", 1)[1].split("}", 1)[0] for k in keys}
+    assert epoch_key(unique) in keys  # no hash tag: read alone
+    tags = {k.split("{", 1)[1].split("}", 1)[0] for k in keys if k != epoch_key(unique)}
     assert tags == {"card=a%7Db", "merchant=m1", "src=events/0"}
-    assert all(admin_client.pttl(k) > 0 for k in keys)
+    # The epoch and the high-water never expire: their absence means lost state.
+    lasting = {epoch_key(unique), f"sf:{unique}:{{src=events/0}}:hw"}
+    assert all(admin_client.pttl(k) == -1 for k in lasting)
+    assert all(admin_client.pttl(k) > 0 for k in keys if k not in lasting)
 
 
 @pytest.mark.integration

@@ -1,5 +1,6 @@
 """`streamfer run --workers 2`: two processes share one consumer group; SIGTERM lets each
-finish its batch in flight and commit, so a restart re-scores nothing."""
+finish its batch in flight and commit, so a restart re-scores nothing; a supervisor killed
+outright takes its workers with it."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ import subprocess
 from collections.abc import Iterator
 
 import pytest
+from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 
+from streams.ops.topics import ensure_topics
 from tests.integration.harness import (
     make_spec,
     prediction_counts,
@@ -26,8 +29,14 @@ pytestmark = pytest.mark.integration
 
 
 def group_members(conn, group: str) -> int:
+    """Members of `group`; -1 while the broker can't say yet (a fresh coordinator)."""
     admin = AdminClient(conn.kafka_config())
-    description = admin.describe_consumer_groups([group])[group].result(timeout=10)
+    try:
+        description = admin.describe_consumer_groups([group])[group].result(timeout=10)
+    except KafkaException as exc:
+        if exc.args[0].retriable() or exc.args[0].code() == KafkaError.NOT_COORDINATOR:
+            return -1
+        raise
     return len(description.members)
 
 
@@ -70,3 +79,18 @@ def test_two_workers_share_the_group_and_sigterm_commits_their_work(
     assert set(counts) == {e["event_id"] for e in events}
     assert scored_before < len(events)  # the stop really happened mid-stream
     assert max(counts.values()) == 1, "a graceful stop must commit everything it produced"
+
+
+def test_workers_die_with_a_killed_supervisor(conn, model_file, unique, tmp_path, processes):
+    model = {"path": str(model_file)}
+    spec = make_spec(unique, model, partitions=2)
+    spec_file = write_spec(tmp_path / "spec.yaml", unique, model, partitions=2)
+    ensure_topics(conn, spec)
+    supervisor = worker_process(spec_file, conn, "--workers", "2")
+    processes.append(supervisor)
+    wait_for(lambda: group_members(conn, spec.group) == 2, 120, "two group members")
+    supervisor.kill()
+    supervisor.wait(10)
+    # An orphaned worker stays a member (polling on) for as long as it lives; dead ones
+    # leave when their session (6 s here) expires.
+    wait_for(lambda: group_members(conn, spec.group) == 0, 60, "the workers to die")

@@ -177,6 +177,16 @@ def test_workers_scale_without_clashing(compose: dict[str, Any]) -> None:
     assert "ports" not in worker, "a host port allows one replica only; Prometheus scrapes inside"
 
 
+def test_worker_replicas_get_distinct_instance_ids(compose: dict[str, Any], cli: Any) -> None:
+    """Each replica's instance id (part of its transactional id) must differ, or scaled
+    exactly-once workers fence each other: the default, the container's own host name."""
+    worker = compose["services"]["worker"]
+    assert "hostname" not in worker, "one host name for every replica: one instance id"
+    assert "STREAMFER_INSTANCE_ID" not in worker.get("environment", {})
+    sub, rest = _subcommand(cli, _command(worker))
+    assert _parse(sub, rest)[_param_name(sub, "--instance-id")] is None
+
+
 def test_references_between_services_resolve(compose: dict[str, Any]) -> None:
     services = compose["services"]
     declared_volumes = set(compose.get("volumes") or {})

@@ -4,12 +4,18 @@ gets a consumer's settings."""
 from __future__ import annotations
 
 import logging
+import time
 
 import orjson
 import pytest
 from confluent_kafka import KafkaError, Producer
 
-from streams.worker.kafka_log import RDKAFKA_LOGGER, BrokerLink, producer_settings
+from streams.worker.kafka_log import (
+    BACK_SETTLE_S,
+    RDKAFKA_LOGGER,
+    BrokerLink,
+    producer_settings,
+)
 
 
 class Clock:
@@ -34,12 +40,34 @@ def test_all_brokers_down_and_back_is_two_lines(caplog: pytest.LogCaptureFixture
         link.on_stats(stats("TRY_CONNECT"))
         clock.now += 42
         link.on_stats(stats("UP"))
+        clock.now += BACK_SETTLE_S
+        link.on_stats(stats("UP"))
         link.on_stats(stats("UP"))
     said = [(r.levelname, r.getMessage()) for r in caplog.records if r.levelno > logging.DEBUG]
     assert len(said) == 2
     assert said[0][0] == "WARNING" and said[0][1].startswith("broker unreachable since ")
-    assert said[1] == ("INFO", "reconnected to the broker after 42 s")
+    assert said[1] == ("WARNING", f"reconnected to the broker after {42 + BACK_SETTLE_S:.0f} s")
     assert not link.down
+
+
+def test_a_restarting_broker_that_flaps_is_one_outage(caplog: pytest.LogCaptureFixture) -> None:
+    clock = Clock(1_000.0)
+    link = BrokerLink(clock=clock)
+    with caplog.at_level(logging.INFO, logger="streams.kafka"):
+        link.on_error(KafkaError(KafkaError._ALL_BROKERS_DOWN, "1/1 brokers are down"))
+        clock.now += 30
+        link.on_stats(stats("UP"))  # the starting broker accepted a connection...
+        assert link.down, "one UP is not yet a return"
+        clock.now += 1
+        link.on_error(KafkaError(KafkaError._ALL_BROKERS_DOWN, "1/1 brokers are down"))
+        clock.now += 3
+        link.on_stats(stats("UP"))  # ...dropped it, and serves now
+        clock.now += BACK_SETTLE_S
+        link.on_stats(stats("UP"))
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 2, said
+    assert said[0].startswith("broker unreachable since ")
+    assert said[1] == f"reconnected to the broker after {34 + BACK_SETTLE_S:.0f} s"
 
 
 def test_a_message_after_an_outage_means_reconnected(caplog: pytest.LogCaptureFixture) -> None:
@@ -49,8 +77,10 @@ def test_a_message_after_an_outage_means_reconnected(caplog: pytest.LogCaptureFi
         link.on_error(KafkaError(KafkaError._ALL_BROKERS_DOWN, "down"))
         link.up()
         link.up()
-    assert [r.getMessage() for r in caplog.records if r.levelname == "INFO"] == [
-        "reconnected to the broker after 0 s"
+    assert [r.getMessage() for r in caplog.records] == [
+        f"broker unreachable since {time.strftime('%H:%M:%S', time.localtime(5.0))} "
+        "(down); retrying",
+        "reconnected to the broker after 0 s",
     ]
 
 
@@ -77,3 +107,29 @@ def test_producer_settings_leave_out_what_only_a_consumer_understands() -> None:
         "sasl.password": "secret",
     }
     assert producer_settings(config) == {"bootstrap.servers": "b:9092", "sasl.password": "secret"}
+
+
+def test_a_late_report_from_another_client_after_the_return_is_not_an_outage(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = Clock(1_000.0)
+    link = BrokerLink(clock=clock)
+    with caplog.at_level(logging.INFO, logger="streams.kafka"):
+        link.on_error(KafkaError(KafkaError._ALL_BROKERS_DOWN, "1/1 brokers are down"))
+        clock.now += 40
+        link.up()  # the consumer got a message
+        # The producer of the same link says what it saw a moment ago, then recovers too.
+        link.on_error(KafkaError(KafkaError._ALL_BROKERS_DOWN, "1/1 brokers are down"))
+        link.up()
+        assert not link.down
+        # A real outage as quickly after the return is said once the statistics show no
+        # broker up.
+        link.on_error(KafkaError(KafkaError._ALL_BROKERS_DOWN, "1/1 brokers are down"))
+        link.on_stats(stats("TRY_CONNECT"))
+    said = [r.getMessage() for r in caplog.records]
+    assert [m.split(" since ")[0] for m in said] == [
+        "broker unreachable",
+        "reconnected to the broker after 40 s",
+        "broker unreachable",
+    ]
+    assert link.down and link.outages == 3
