@@ -17,21 +17,17 @@ import signal
 import subprocess
 import time
 import uuid
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
-import orjson
 import pytest
-from confluent_kafka import Consumer
 
 from streams.ops.topics import ensure_topics
 from streams.spec import Connections, PipelineSpec
 from streams.stack.local import LocalStack, StackConfig
-from streams.worker.kafka_log import quiet_consumer
 from tests.integration.harness import make_spec, produce, synthetic, wait_for, write_spec
 from tests.integration.test_stack import _free_ports
-from tests.integration.worker_procs import kill_group, log_tail, start_worker
+from tests.integration.worker_procs import PredictionReader, kill_group, log_tail, start_worker
 
 pytestmark = pytest.mark.integration
 
@@ -64,35 +60,6 @@ def outage_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStac
         stack.down()  # also when the test failed: no broker outlives the run
 
 
-class Predictions:
-    """A read_committed reader that keeps every prediction of a topic seen so far."""
-
-    def __init__(self, conn: Connections, topic: str) -> None:
-        self.counts: Counter[str] = Counter()
-        self._consumer = Consumer(
-            quiet_consumer(
-                conn.kafka_config(
-                    **{
-                        "group.id": f"outage-reader-{uuid.uuid4().hex[:8]}",
-                        "auto.offset.reset": "earliest",
-                        "enable.auto.commit": False,
-                        "isolation.level": "read_committed",
-                    }
-                )
-            )
-        )
-        self._consumer.subscribe([topic])
-
-    def poll(self) -> int:
-        for msg in self._consumer.consume(10_000, 0.2):
-            if msg.error() is None:
-                self.counts[orjson.loads(msg.value())["event_id"]] += 1
-        return len(self.counts)
-
-    def close(self) -> None:
-        self._consumer.close()
-
-
 def test_both_modes_score_everything_soon_after_a_30s_broker_outage(
     outage_stack: LocalStack, model_file: Path, tmp_path: Path
 ) -> None:
@@ -101,7 +68,7 @@ def test_both_modes_score_everything_soon_after_a_30s_broker_outage(
     specs: dict[str, PipelineSpec] = {}
     procs: dict[str, subprocess.Popen[bytes]] = {}
     logs: dict[str, Path] = {}
-    readers: dict[str, Predictions] = {}
+    readers: dict[str, PredictionReader] = {}
     model = {"path": str(model_file)}
     first = {m: synthetic(FIRST_WAVE, seed=31 + i) for i, m in enumerate(MODES)}
     second = {m: synthetic(SECOND_WAVE, seed=41 + i) for i, m in enumerate(MODES)}
@@ -116,10 +83,10 @@ def test_both_modes_score_everything_soon_after_a_30s_broker_outage(
             ensure_topics(conn, spec)
             logs[mode] = tmp_path / f"{mode}.log"
             procs[mode] = start_worker(spec_file, conn, logs[mode])
-            readers[mode] = Predictions(conn, spec.topics.predictions)
+            readers[mode] = PredictionReader(conn, spec.topics.predictions)
             produce(conn, spec, first[mode])
         for mode in MODES:
-            wait_for(lambda m=mode: readers[m].poll() >= FIRST_WAVE, 120, f"{mode}: first wave")
+            wait_for(lambda m=mode: readers[m].distinct() >= FIRST_WAVE, 120, f"{mode}: first wave")
 
         outage_stack.stop_kafka()
         stopped = time.monotonic()
@@ -137,9 +104,9 @@ def test_both_modes_score_everything_soon_after_a_30s_broker_outage(
         recovered: dict[str, float] = {}
         while len(recovered) < len(MODES):
             for mode in set(MODES) - set(recovered):
-                if readers[mode].poll() >= len(want[mode]):
+                if readers[mode].distinct() >= len(want[mode]):
                     recovered[mode] = time.monotonic() - back
-            late = {m: readers[m].poll() for m in MODES if m not in recovered}
+            late = {m: readers[m].distinct() for m in MODES if m not in recovered}
             assert time.monotonic() - back < RECOVERY_BOUND_S, (
                 f"not every event scored {RECOVERY_BOUND_S:.0f} s after the broker's return: "
                 f"{late} of {len(first[MODES[0]]) + SECOND_WAVE}"
@@ -151,7 +118,7 @@ def test_both_modes_score_everything_soon_after_a_30s_broker_outage(
         for mode in MODES:
             assert procs[mode].wait(30) == 0, f"{mode} worker did not stop cleanly on SIGTERM"
         for mode in MODES:
-            readers[mode].poll()
+            readers[mode].distinct()
             assert set(readers[mode].counts) == want[mode], f"{mode}: an event has no prediction"
         duplicates = sum(c - 1 for c in readers["exactly_once"].counts.values())
         assert duplicates == 0, f"exactly_once: {duplicates} duplicate predictions"

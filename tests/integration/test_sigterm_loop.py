@@ -18,22 +18,18 @@ import signal
 import subprocess
 import threading
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
-from confluent_kafka import Consumer
 
 from streams.ops.topics import ensure_topics
 from streams.spec import Connections
-from streams.worker.kafka_log import quiet_consumer
 from streams.workloads.producing import produce_events
 from tests.integration.harness import make_spec, synthetic, wait_for, write_spec
-from tests.integration.worker_procs import kill_group, log_tail, start_worker
+from tests.integration.worker_procs import PredictionReader, kill_group, log_tail, start_worker
 
 pytestmark = pytest.mark.integration
 
@@ -58,35 +54,6 @@ def _paced(events: list[dict[str, Any]], stop: threading.Event, sent: list[str])
             sent.append(event["event_id"])
             yield event
         time.sleep(0.1)  # pacing of the load, not a wait for anything
-
-
-class Predictions:
-    """A read_committed reader keeping every prediction seen so far."""
-
-    def __init__(self, conn: Connections, topic: str) -> None:
-        self.counts: Counter[str] = Counter()
-        self._consumer = Consumer(
-            quiet_consumer(
-                conn.kafka_config(
-                    **{
-                        "group.id": f"sigterm-reader-{uuid.uuid4().hex[:8]}",
-                        "auto.offset.reset": "earliest",
-                        "enable.auto.commit": False,
-                        "isolation.level": "read_committed",
-                    }
-                )
-            )
-        )
-        self._consumer.subscribe([topic])
-
-    def poll(self) -> int:
-        for msg in self._consumer.consume(10_000, 0.2):
-            if msg.error() is None:
-                self.counts[orjson.loads(msg.value())["event_id"]] += 1
-        return sum(self.counts.values())
-
-    def close(self) -> None:
-        self._consumer.close()
 
 
 def _said(log: Path, text: str) -> bool:
@@ -153,7 +120,7 @@ def test_sigterm_mid_rebalance_and_mid_transaction_exits_cleanly_every_time(
         kwargs={"key_field": "card_id"},
         daemon=True,
     )
-    reader = Predictions(conn, spec.topics.predictions)
+    reader = PredictionReader(conn, spec.topics.predictions)
     procs: list[subprocess.Popen[bytes]] = []
     logs: list[Path] = []
 
@@ -169,7 +136,7 @@ def test_sigterm_mid_rebalance_and_mid_transaction_exits_cleanly_every_time(
     try:
         load.start()
         current = start(0)
-        wait_for(lambda: reader.poll() > 0, 120, "the first worker scoring")
+        wait_for(lambda: reader.total() > 0, 120, "the first worker scoring")
         for i in range(1, ITERATIONS + 1):
             # The rebalance of the last member's leaving is over: the one left owns all.
             wait_for(lambda: _owns_all(logs[-1], PARTITIONS), 60, f"worker {i - 1} owning all")
@@ -181,7 +148,7 @@ def test_sigterm_mid_rebalance_and_mid_transaction_exits_cleanly_every_time(
                 time.sleep(rng.uniform(0.0, 0.5))  # a random moment of the join: the fault
             else:  # the join has begun: the member to be stopped is giving up its partitions
                 _wait_closely(lambda r=revokes: _count(logs[-2], " revoked [") > r, 60)
-            scored = reader.poll()
+            scored = reader.total()
             current.send_signal(signal.SIGTERM)
             sigterm_at = time.monotonic()
             try:
@@ -194,18 +161,18 @@ def test_sigterm_mid_rebalance_and_mid_transaction_exits_cleanly_every_time(
             assert code == 0, f"iteration {i}: exit status {code} (seed {seed})"
             phases[_phase(logs[-2], PARTITIONS)] += 1
             current = newcomer
-            wait_for(lambda s=scored: reader.poll() > s, 60, f"worker {i} scoring")
+            wait_for(lambda s=scored: reader.total() > s, 60, f"worker {i} scoring")
         stop_load.set()
         load.join(30)
         assert not load.is_alive(), "the producer of the load did not finish"
         wait_for(
-            lambda: reader.poll() >= len(sent) and set(reader.counts) >= set(sent),
+            lambda: reader.total() >= len(sent) and set(reader.counts) >= set(sent),
             120,
             "every event scored",
         )
         current.send_signal(signal.SIGTERM)
         assert current.wait(EXIT_BOUND_S) == 0
-        reader.poll()
+        reader.total()
         duplicates = {e: c for e, c in reader.counts.items() if c > 1}
         assert set(reader.counts) == set(sent), "a prediction for an event never sent"
         assert not duplicates, f"{len(duplicates)} events scored twice, e.g. {list(duplicates)[:3]}"
