@@ -52,18 +52,31 @@ def test_no_river_score_at_all_is_a_clear_error() -> None:
 
 
 def test_alerts_after_the_drift_come_first_with_the_label_they_fired_at() -> None:
-    def alert(name: str, seen: int) -> dict[str, Any]:
-        return {"detector": "ADWIN", "kind": "output", "name": name, "labels_seen": seen}
+    def alert(name: str, seen: int, event_time_ms: int) -> dict[str, Any]:
+        return {
+            "detector": "ADWIN",
+            "kind": "output",
+            "name": name,
+            "labels_seen": seen,
+            "event_time_ms": event_time_ms,
+        }
 
+    drift_time_ms = 1_000_000
     text = describe_alerts(
-        [alert("onnx", 8032), alert("river", 352), alert("onnx", 8500), alert("final", 8064)],
-        drift_at=8000,
+        [
+            # learned out of order across label partitions: count 7,976, event after the drift
+            alert("onnx", 7976, drift_time_ms + 5),
+            alert("river", 352, 100),
+            alert("onnx", 8500, drift_time_ms + 900),
+            alert("final", 8064, drift_time_ms + 60),
+        ],
+        drift_time_ms=drift_time_ms,
     )
     assert text == (
-        "3 after the drift (ADWIN), first: onnx error at label 8,032, final error at label "
+        "3 after the drift (ADWIN), first: onnx error at label 7,976, final error at label "
         "8,064; 1 before it: river error at label 352"
     )
-    assert describe_alerts([], 8000) == "none"
+    assert describe_alerts([], drift_time_ms) == "none"
 
 
 def test_the_adaptation_stage_needs_an_adaptive_spec() -> None:
