@@ -380,3 +380,35 @@ def group_lag(conn: Connections, group: str, topic: str) -> int:
         return lag
     finally:
         consumer.close()
+
+
+def group_description(conn: Connections, group: str) -> Any | None:
+    """The broker's description of `group`, or None while it can't say yet (a fresh
+    coordinator, a retriable error)."""
+    from confluent_kafka import KafkaError, KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient(conn.kafka_config())
+    try:
+        return admin.describe_consumer_groups([group])[group].result(timeout=10)
+    except KafkaException as exc:
+        if exc.args[0].retriable() or exc.args[0].code() == KafkaError.NOT_COORDINATOR:
+            return None
+        raise
+
+
+def group_members(conn: Connections, group: str) -> int:
+    """Members of `group`; -1 while the broker can't say yet."""
+    description = group_description(conn, group)
+    return -1 if description is None else len(description.members)
+
+
+def partition_owners(conn: Connections, group: str) -> int:
+    """Members of a stable `group` that own partitions; -1 while the broker can't say yet
+    or the group is still rebalancing."""
+    from confluent_kafka import ConsumerGroupState
+
+    description = group_description(conn, group)
+    if description is None or description.state != ConsumerGroupState.STABLE:
+        return -1
+    return sum(1 for m in description.members if m.assignment.topic_partitions)

@@ -9,11 +9,10 @@ import subprocess
 from collections.abc import Iterator
 
 import pytest
-from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient
 
 from streams.ops.topics import ensure_topics
 from tests.integration.harness import (
+    group_members,
     make_spec,
     prediction_counts,
     produce,
@@ -26,18 +25,6 @@ from tests.integration.harness import (
 )
 
 pytestmark = pytest.mark.integration
-
-
-def group_members(conn, group: str) -> int:
-    """Members of `group`; -1 while the broker can't say yet (a fresh coordinator)."""
-    admin = AdminClient(conn.kafka_config())
-    try:
-        description = admin.describe_consumer_groups([group])[group].result(timeout=10)
-    except KafkaException as exc:
-        if exc.args[0].retriable() or exc.args[0].code() == KafkaError.NOT_COORDINATOR:
-            return -1
-        raise
-    return len(description.members)
 
 
 @pytest.fixture

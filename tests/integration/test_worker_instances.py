@@ -15,13 +15,12 @@ from pathlib import Path
 from typing import IO
 
 import pytest
-from confluent_kafka import ConsumerGroupState, KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient
 
 from streams.ops.topics import ensure_topics
 from tests.integration.harness import (
     group_lag,
     make_spec,
+    partition_owners,
     prediction_counts,
     produce,
     read_json,
@@ -34,21 +33,6 @@ pytestmark = pytest.mark.integration
 
 FENCED = re.compile(r"_FENCED|fenced", re.IGNORECASE)
 SUMMARY = re.compile(r"(\d+) events, (\d+) predictions")
-
-
-def members_with_partitions(conn, group: str) -> int:
-    """Members of a stable `group` that own partitions; -1 while the broker can't say yet
-    (a fresh coordinator) or the group is still rebalancing."""
-    admin = AdminClient(conn.kafka_config())
-    try:
-        description = admin.describe_consumer_groups([group])[group].result(timeout=10)
-    except KafkaException as exc:
-        if exc.args[0].retriable() or exc.args[0].code() == KafkaError.NOT_COORDINATOR:
-            return -1
-        raise
-    if description.state != ConsumerGroupState.STABLE:
-        return -1
-    return sum(1 for m in description.members if m.assignment.topic_partitions)
 
 
 class Supervisors:
@@ -118,7 +102,7 @@ def test_two_supervisors_on_one_group_never_fence_each_other(
         for name in ("a", "b")
     ]
     # Both members before any event: each owns partitions while the events flow.
-    wait_for(lambda: members_with_partitions(conn, spec.group) == 2, 120, "two owners")
+    wait_for(lambda: partition_owners(conn, spec.group) == 2, 120, "two owners")
     events = synthetic(4_000, seed=11, n_cards=400)
     produce(conn, spec, events)
     wait_for(lambda: group_lag(conn, spec.group, spec.topics.events) == 0, 120, "no lag")

@@ -13,12 +13,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from confluent_kafka import ConsumerGroupState, KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient
 
 from streams.ops.topics import ensure_topics
 from streams.worker.watchdog import EXIT_STALLED
-from tests.integration.harness import make_spec, produce, synthetic, wait_for, write_spec
+from tests.integration.harness import (
+    make_spec,
+    partition_owners,
+    produce,
+    synthetic,
+    wait_for,
+    write_spec,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -26,20 +31,6 @@ STALL_S = 2
 # Longer than the stall deadline, and than the worker's Redis socket timeout (10 s): the
 # batch's feature call blocks for the whole deadline instead of failing into a pause.
 PAUSE_MS = 20_000
-
-
-def owners(conn, group: str) -> int:
-    """Members of a stable `group` owning partitions; -1 while the broker can't say yet."""
-    admin = AdminClient(conn.kafka_config())
-    try:
-        description = admin.describe_consumer_groups([group])[group].result(timeout=10)
-    except KafkaException as exc:
-        if exc.args[0].retriable() or exc.args[0].code() == KafkaError.NOT_COORDINATOR:
-            return -1
-        raise
-    if description.state != ConsumerGroupState.STABLE:
-        return -1
-    return sum(1 for m in description.members if m.assignment.topic_partitions)
 
 
 @pytest.fixture
@@ -84,7 +75,7 @@ def test_a_worker_stuck_with_a_batch_in_flight_exits_to_be_restarted(
             start_new_session=True,
         )
     started.append(proc)
-    wait_for(lambda: owners(conn, spec.group) == 1, 120, "the worker's assignment")
+    wait_for(lambda: partition_owners(conn, spec.group) == 1, 120, "the worker's assignment")
     assert proc.poll() is None, "an idle worker is never stalled"
 
     paused_redis.execute_command("CLIENT", "PAUSE", PAUSE_MS, "WRITE")
