@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from streams.stack.config import StackConfig, StackError, shipped_file
-from streams.stack.processes import file_lock, last_lines
+from streams.stack.processes import file_lock, last_lines, run_until
 
 MIN_JAVA_MAJOR = 17
 _MVN_TIMEOUT_S = 900.0
@@ -110,19 +110,13 @@ def kafka_classpath(config: StackConfig, deadline: float | None = None) -> str:
             f"-DoutputDirectory={libs}",
             f"-Dkafka.version={config.kafka_version}",
         ]
-        try:
-            fetch = subprocess.run(
-                command,
-                capture_output=True,
-                text=True,
-                timeout=max(deadline - time.monotonic(), 1.0),
-                check=False,
-            )
-        except subprocess.TimeoutExpired as exc:
-            raise StackError(
-                f"fetching Kafka {config.kafka_version} jars with Maven timed out: check access "
-                "to Maven Central, or set KAFKA_HOME to an unpacked Kafka 4.x distribution"
-            ) from exc
+        fetch = run_until(
+            command,
+            deadline,
+            f"fetching Kafka {config.kafka_version} jars with Maven",
+            "check access to Maven Central, or set KAFKA_HOME to an unpacked Kafka 4.x "
+            "distribution",
+        )
         if fetch.returncode != 0:
             shutil.rmtree(libs, ignore_errors=True)
             raise StackError(

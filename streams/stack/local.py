@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +53,7 @@ from streams.stack.processes import (
     pid_if_ours,
     port_free,
     process_args,
+    run_until,
     spawn_detached,
     stop,
     tail,
@@ -421,16 +421,7 @@ class LocalStack:
         ]
         if self.config.secure:  # the SCRAM user, created with the storage
             command += format_args(KAFKA_USER, kafka_password(self.kafka_dir))
-        try:
-            result = subprocess.run(
-                command,
-                capture_output=True,
-                text=True,
-                timeout=max(deadline - time.monotonic(), 1.0),
-                check=False,
-            )
-        except subprocess.TimeoutExpired as exc:
-            raise StackError(f"formatting the Kafka storage in {self.kafka_dir} timed out") from exc
+        result = run_until(command, deadline, f"formatting the Kafka storage in {self.kafka_dir}")
         if result.returncode != 0:
             raise StackError(
                 f"formatting the Kafka storage in {self.kafka_dir} failed:\n"

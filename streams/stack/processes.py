@@ -182,3 +182,20 @@ def file_lock(path: Path, deadline: float, what: str) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def run_until(
+    command: list[str], deadline: float, what: str, fix: str = ""
+) -> subprocess.CompletedProcess[str]:
+    """Run a tool to completion by the monotonic `deadline` (at least 1 s), its output
+    captured; a StackError "`what` timed out[: `fix`]" when it does not finish in time."""
+    try:
+        return subprocess.run(
+            command,
+            capture_output=True,
+            text=True,
+            timeout=max(deadline - time.monotonic(), 1.0),
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise StackError(f"{what} timed out" + (f": {fix}" if fix else "")) from exc
