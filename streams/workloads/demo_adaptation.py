@@ -129,8 +129,8 @@ def describe_alerts(alerts: Sequence[dict[str, Any]], drift_time_ms: int) -> str
     count first; alerts before it (River's own learning curve, say) are counted apart.
 
     An alert is placed by the event time of the label that raised it, not by the labels
-    count: the learner takes its label partitions chunk by chunk, so the label count at
-    the first post-drift detection can be a little short of the drift's position."""
+    count: labels are learned in label-time order, but a label whose prediction was not yet
+    in the log is retried and learned later, so counts and positions can differ a little."""
     if not alerts:
         return "none"
 
