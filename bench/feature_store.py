@@ -108,16 +108,16 @@ def _batches(
     return batches
 
 
-def _server_cpu_s(client: redis.Redis) -> float:
+def server_cpu_s(client: redis.Redis) -> float:
     cpu = client.info("cpu")
     return float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])
 
 
-def _evalsha_usec(client: redis.Redis) -> int:
+def evalsha_usec(client: redis.Redis) -> int:
     return int(client.info("commandstats").get("cmdstat_evalsha", {}).get("usec", 0))
 
 
-def _release(client: redis.Redis, namespace: str) -> None:
+def release_namespace(client: redis.Redis, namespace: str) -> None:
     keys = list(client.scan_iter(match=f"sf:{namespace}:*", count=10_000))
     for i in range(0, len(keys), 5_000):
         client.unlink(*keys[i : i + 5_000])
@@ -139,15 +139,15 @@ def run_once(
         store.update_and_read(batch)
     n = sum(len(b.records) for b in batches)
     results: list[FeatureResult] = []
-    cpu0, usec0 = _server_cpu_s(client), _evalsha_usec(client)
+    cpu0, usec0 = server_cpu_s(client), evalsha_usec(client)
     wall = 0.0
     for batch in batches:
         start = time.perf_counter()
         results.append(store.update_and_read(batch))
         wall += time.perf_counter() - start
-    cpu1, usec1 = _server_cpu_s(client), _evalsha_usec(client)
+    cpu1, usec1 = server_cpu_s(client), evalsha_usec(client)
     keys = sum(1 for _ in client.scan_iter(match=f"sf:{namespace}:*", count=10_000))
-    _release(client, namespace)
+    release_namespace(client, namespace)
     return {
         "events_per_s": n / wall,
         "redis_cpu_us_per_event": (cpu1 - cpu0) * 1e6 / n,

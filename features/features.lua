@@ -50,10 +50,11 @@ local function escape(v)
 end
 
 -- loaded[f][value] = { tag, st = { w = watermark, a = { [agg id] = state },
---                      u = { [agg id] = count_distinct window union, see distinct() } },
---                      dirty, ver = count_distinct register versions, cache = last
---                      estimate, hk = HLL key prefixes, bk = last bucket HLL key,
---                      prefix = per aggregation, its window without the newest bucket }
+--                      u = { [agg id] = count_distinct window union, see distinct() }
+--                      (only once a count_distinct made one) }, dirty, ttl,
+--                      prefix = per aggregation, its window without the newest bucket,
+--                      dis = per count_distinct id its bookkeeping, see distinct() }
+-- Tables are made only where needed: a script's cost is mostly Lua's, allocation included.
 local loaded = {}
 for f = 1, n_ents do loaded[f] = {} end
 
@@ -64,15 +65,13 @@ local function entity(f, v)
   local blob = call('GET', tag .. ':s')
   local st
   if blob then st = cmsgpack.unpack(blob) else st = { a = {} } end
-  if st.u == nil then st.u = {} end
   local a = st.a
   local ids = ents[f].aggs
   for j = 1, #ids do
     local id = aggs[ids[j]].id
     if a[id] == nil then a[id] = {} end
   end
-  e = { tag = tag, st = st, dirty = false, ver = {}, cache = {}, hk = {}, bk = {},
-    prefix = {}, ttl = ents[f].ttl }
+  e = { tag = tag, st = st, dirty = false, prefix = {}, ttl = ents[f].ttl }
   loaded[f][v] = e
   return e
 end
@@ -119,9 +118,9 @@ local function span(s, w, lo, hi)
   return 2 + (lo - b0) * w, 2 + (hi - b0) * w
 end
 
--- Drop buckets below the retention floor, and leading empty ones; calls dropped(b) for
--- every dropped bucket that held something.
-local function trim(s, w, lo, dropped)
+-- Drop buckets below the retention floor, and leading empty ones; calls dropped(e, id, b)
+-- for every dropped bucket that held something.
+local function trim(s, w, lo, dropped, e, id)
   local b0 = s[1]
   if b0 == nil then return end
   local size = #s
@@ -132,7 +131,7 @@ local function trim(s, w, lo, dropped)
       keep = i
       break
     end
-    if held and dropped then dropped(b0 + i) end
+    if held and dropped then dropped(e, id, b0 + i) end
   end
   if keep == 0 then return end
   local shift = keep * w
@@ -152,29 +151,32 @@ end
 -- estimate. Other windows (late and out-of-order events) read their buckets directly.
 local PENDING = 0.5 -- never a bucket number
 
--- The HLL key of bucket b; a busy entity asks for the same one event after event.
-local function bucket_key(e, id, hk, b)
-  local last = e.bk[id]
-  if last and last[1] == b then return last[2] end
-  local key = hk .. fmt('%d', b)
-  e.bk[id] = { b, key }
-  return key
-end
-
+-- Per entity and count_distinct id, d = { hk = its HLL key prefix, ver = register
+-- version (+1 per PFADD that changed one), bb/bk = the last bucket's number and HLL key (a
+-- busy entity asks for the same one event after event), cs/cb/cver/cv = the last estimate:
+-- its window's first and last bucket, the version it was read at, its value }.
 local function distinct(a, s, e, ap, i, b, start)
   local id = a.id
-  local hk = e.hk[id]
-  if hk == nil then
-    hk = e.tag .. ':h:' .. id .. ':'
-    e.hk[id] = hk
+  local dis = e.dis
+  if dis == nil then dis = {}; e.dis = dis end
+  local d = dis[id]
+  if d == nil then
+    d = { hk = e.tag .. ':h:' .. id .. ':', ver = 0 }
+    dis[id] = d
   end
+  local hk = d.hk
   local unions = e.st.u
+  if unions == nil then unions = {}; e.st.u = unions end
   local u = unions[id]
   local m = D[a.dis][i]
   if ap and m ~= null then
-    local key = bucket_key(e, id, hk, b)
+    local key = d.bk
+    if d.bb ~= b then
+      key = hk .. fmt('%d', b)
+      d.bb, d.bk = b, key
+    end
     if call('PFADD', key, m) == 1 then
-      e.ver[id] = (e.ver[id] or 0) + 1
+      d.ver = d.ver + 1
       -- A register of a bucket in the union's window grew: so must the union's.
       if u and u[3] == false and b >= u[1] and b <= u[2] then
         call('PFADD', hk .. 'u', m)
@@ -187,11 +189,10 @@ local function distinct(a, s, e, ap, i, b, start)
   -- Same window and no register changed since the last read: same estimate. A window
   -- PENDING its merge is merged all the same, so the state does not depend on where the
   -- stream was cut into batches (a rebuild writes the very same state).
-  local ver = e.ver[id] or 0
-  local c = e.cache[id]
-  if c and c[1] == start and c[2] == b and c[3] == ver
+  local ver = d.ver
+  if d.cs == start and d.cb == b and d.cver == ver
     and not (u and u[3] == PENDING and u[1] == start and u[2] == b) then
-    return c[4]
+    return d.cv
   end
   local v
   if u and u[1] == start and u[2] == b and u[3] == false then
@@ -223,11 +224,7 @@ local function distinct(a, s, e, ap, i, b, start)
       v = call('PFCOUNT', unpack(keys))
     end
   end
-  if c then
-    c[1], c[2], c[3], c[4] = start, b, ver, v
-  else
-    e.cache[id] = { start, b, ver, v }
-  end
+  d.cs, d.cb, d.cver, d.cv = start, b, ver, v
   return v
 end
 
@@ -533,6 +530,23 @@ for i = 1, n do
   flags[i] = flag_char[flag]
 end
 
+-- A count_distinct bucket below the retention floor: its HLL goes, and any union holding it.
+local function drop_distinct(e, id, bb)
+  local hk = e.tag .. ':h:' .. id .. ':'
+  local key = hk .. fmt('%d', bb)
+  call('DEL', key)
+  touched[key] = nil
+  local unions = e.st.u
+  local u = unions and unions[id]
+  if u and bb >= u[1] and bb <= u[2] then
+    unions[id] = nil
+    if u[3] == false then
+      call('DEL', hk .. 'u')
+      touched[hk .. 'u'] = nil
+    end
+  end
+end
+
 -- Write back: trim each changed entity to its retention floor, then one SET per entity.
 for f = 1, n_ents do
   local ids = ents[f].aggs
@@ -548,30 +562,17 @@ for f = 1, n_ents do
         local s = st.a[a.id]
         if a.win then
           local lo = floor(wm / a.B) - a.n - a.c
-          local dropped
           if a.kind == 'count_distinct' then
-            local hk = e.tag .. ':h:' .. a.id .. ':'
-            dropped = function(bb)
-              local key = hk .. fmt('%d', bb)
-              call('DEL', key)
-              touched[key] = nil
-              local u = st.u[a.id]
-              if u and bb >= u[1] and bb <= u[2] then
-                st.u[a.id] = nil
-                if u[3] == false then
-                  call('DEL', hk .. 'u')
-                  touched[hk .. 'u'] = nil
-                end
-              end
-            end
             -- The union lives as long as the state that describes it.
-            local u = st.u[a.id]
-            if u and u[3] == false then touched[hk .. 'u'] = ttl end
+            local u = st.u and st.u[a.id]
+            if u and u[3] == false then touched[e.tag .. ':h:' .. a.id .. ':u'] = ttl end
+            trim(s, 1, lo, drop_distinct, e, a.id)
+          else
+            trim(s, a.w, lo)
           end
-          trim(s, a.w, lo, dropped)
         end
         kept[a.id] = s
-        unions[a.id] = st.u[a.id]
+        if st.u then unions[a.id] = st.u[a.id] end
       end
       -- A fresh table, filled in a fixed order: cmsgpack writes a map in Lua's iteration
       -- order, which depends on the table's history, and a rebuild must write the same

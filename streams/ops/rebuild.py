@@ -146,7 +146,7 @@ def plan_rebuild(
 def wipe_feature_state(client: redis.Redis, namespace: str) -> int:
     """Delete the feature-store keys of `namespace` (`sf:<ns>:{…}`), nothing else.
 
-    The prediction log (`sf:{<ns>}:pl:…`) and other namespaces are not touched.
+    The prediction log (`sf:{<ns>}:pl…`) and other namespaces are not touched.
     """
     escaped = "".join("\\" + c if c in "*?[]\\" else c for c in namespace)
     deleted = 0
