@@ -17,7 +17,7 @@ export STREAMFER_HOME ?= $(CURDIR)/.streamfer
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev,train]'
 	touch $@
 
 install: $(VENV)/.installed

@@ -131,11 +131,14 @@ class ModelRegistry:
         *,
         activate: bool = True,
         source: str | None = None,
+        version: str | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> ModelRef:
-        """Copy `file` in as the next version of `name`, record its sha256, maybe activate.
+        """Copy `file` in as the next version of `name` (or as `version`, which must be
+        free), record its sha256, maybe activate.
 
         The file must be a valid ONNX model; `source` (default: the file's path) is kept in
-        the manifest for provenance.
+        the manifest for provenance; `extra` (e.g. a trainer's metrics) is kept beside it.
         """
         name = self._name(name)
         file = Path(file)
@@ -153,7 +156,7 @@ class ModelRegistry:
 
         model_dir = self.root / name
         model_dir.mkdir(parents=True, exist_ok=True)
-        version_dir = self._new_version_dir(model_dir)
+        version_dir = self._new_version_dir(model_dir, version)
         version = version_dir.name
         _write_atomic(version_dir / MODEL_FILE, data)
         digest = file_sha256(version_dir / MODEL_FILE)
@@ -166,6 +169,7 @@ class ModelRegistry:
             "size_bytes": len(data),
             "signature": _signature(model),
             "metadata": {p.key: p.value for p in model.metadata_props},
+            **(extra or {}),
         }
         if self._key is not None:
             manifest = sign_manifest(self._key, manifest)
@@ -185,8 +189,20 @@ class ModelRegistry:
         return ref
 
     @staticmethod
-    def _new_version_dir(model_dir: Path) -> Path:
+    def _new_version_dir(model_dir: Path, version: str | None = None) -> Path:
         # mkdir is atomic, so concurrent registrations never share a version number.
+        if version is not None:
+            if not version.isdigit() or int(version) < 1:
+                raise RegistryError(f"version {version!r} is not a positive integer")
+            wanted = model_dir / str(int(version))
+            try:
+                wanted.mkdir()
+            except FileExistsError:
+                raise RegistryError(
+                    f"{model_dir.name} v{int(version)} already exists: versions are never "
+                    "rewritten; publish without --version to take the next one"
+                ) from None
+            return wanted
         while True:
             taken = [int(p.name) for p in model_dir.iterdir() if p.name.isdigit()]
             candidate = model_dir / str(max(taken, default=0) + 1)
@@ -195,6 +211,17 @@ class ModelRegistry:
             except FileExistsError:
                 continue
             return candidate
+
+    def write_pointer(self, name: str, pointer: str, text: str) -> None:
+        """Replace the small pointer file `pointer` of `name` (ACTIVE, SHADOW…) atomically."""
+        _write_atomic(self.root / self._name(name) / pointer, text.encode())
+
+    def read_pointer(self, name: str, pointer: str) -> str | None:
+        """The text of a pointer file of `name`, or None when it does not exist."""
+        try:
+            return (self.root / self._name(name) / pointer).read_text()
+        except FileNotFoundError:
+            return None
 
     def activate(self, name: str, version: str | int, *, verify: bool = True) -> ModelRef:
         """Point ACTIVE at `version` (atomically). With `verify`, a changed file is refused."""

@@ -47,6 +47,11 @@ class Topics(_Frozen):
     features: str | None = Field(
         default=None, description="optional topic of scored feature vectors, for training sets"
     )
+    examples: str | None = Field(
+        default=None,
+        description="the learner's training examples in learn order (one partition); "
+        "workers tail it with adaptation.serving: replica",
+    )
     partitions: int = Field(
         default=4, ge=1, description="partitions when streamfer creates a topic"
     )
@@ -141,6 +146,11 @@ class PipelineSpec(_Frozen):
             raise ValueError(
                 f"model.inputs use {missing}, which are not feature columns; "
                 f"known columns: {list(self.features.names)}"
+            )
+        if self.adaptation.serving == "replica" and not self.topics.examples:
+            raise ValueError(
+                "adaptation.serving is replica but topics.examples is not set: name the "
+                "examples topic the workers tail, or set adaptation.serving: snapshot"
             )
         return self
 

@@ -3,7 +3,8 @@
 The learner (streams.learner) trains it predict-then-learn (`learner`) on the features the
 worker scored plus the ONNX score, and publishes signed snapshots in Redis (`snapshots`);
 workers pick them up between batches and score whole batches with them (`adapter`,
-`scoring`). The `adaptation:` spec (`spec`) names River components that are resolved inside
+`scoring`), or keep a replica current from the learner's examples log (`examples`,
+`replica`). The `adaptation:` spec (`spec`) names River components that are resolved inside
 `river` only (`river_build`).
 
 The names below are re-exported for importers outside this package.
@@ -11,9 +12,24 @@ The names below are re-exported for importers outside this package.
 
 from __future__ import annotations
 
-from inference.adaptation.adapter import POLL_INTERVAL_S, AdaptationEvent, AdaptedScores, Adapter
+from inference.adaptation.adapter import (
+    POLL_INTERVAL_S,
+    AdaptationEvent,
+    AdaptedScores,
+    Adapter,
+    ExampleSource,
+    ExampleSourceFactory,
+    FreshnessSink,
+)
+from inference.adaptation.examples import (
+    DecodedExamples,
+    LearnedExamples,
+    decode_examples,
+    encode_examples,
+)
 from inference.adaptation.learner import LearnerState, LearnOutcome, OnlineLearner
 from inference.adaptation.modes import AdaptationMode, AdaptationTask
+from inference.adaptation.replica import Applied, RiverReplica, learn_rows
 from inference.adaptation.river_build import (
     RiverSpecError,
     build_river_component,
@@ -40,6 +56,7 @@ from inference.adaptation.spec import (
     DriftSpec,
     LabelRetrySpec,
     LearnBatching,
+    Serving,
     SnapshotSpec,
 )
 from inference.prequential import HIGHER_IS_BETTER
@@ -56,14 +73,22 @@ __all__ = [
     "AdaptationTask",
     "AdaptedScores",
     "Adapter",
+    "Applied",
     "ChallengerSpec",
+    "DecodedExamples",
     "DriftSpec",
+    "ExampleSource",
+    "ExampleSourceFactory",
+    "FreshnessSink",
     "LabelRetrySpec",
     "LearnBatching",
     "LearnOutcome",
+    "LearnedExamples",
     "LearnerState",
     "OnlineLearner",
+    "RiverReplica",
     "RiverSpecError",
+    "Serving",
     "Snapshot",
     "SnapshotKeyMissing",
     "SnapshotRejected",
@@ -71,8 +96,11 @@ __all__ = [
     "SnapshotStore",
     "build_river_component",
     "build_river_model",
+    "decode_examples",
+    "encode_examples",
     "final_scores",
     "is_component_name",
+    "learn_rows",
     "positive_proba",
     "resolve_river",
     "river_predict",

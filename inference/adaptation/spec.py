@@ -4,6 +4,7 @@ when the spec is read, not when the learner starts."""
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -16,6 +17,18 @@ from inference.prequential import TASK_METRICS
 # The River model sees the features as the worker scored them plus the ONNX score, so it
 # can lean on the offline model while it is good and learn past it once the world changes.
 ONNX_COLUMN = "onnx_score"
+
+
+class Serving(StrEnum):
+    """How workers keep their River model current (docs/adaptation.md: which to choose).
+
+    replica: every worker applies the learner's examples log to its own copy (fresh within
+    milliseconds; each worker pays the learn cost). snapshot: workers load the learner's
+    signed snapshots (each `snapshot.every_labels` / `snapshot.every`; for models whose
+    learning is too costly to repeat in every worker)."""
+
+    REPLICA = "replica"
+    SNAPSHOT = "snapshot"
 
 
 class _Frozen(BaseModel):
@@ -73,6 +86,10 @@ class AdaptationSpec(_Frozen):
         "{linear_model.LogisticRegression: {}}]; default: scaler + logistic/linear regression",
     )
     min_labels: int = Field(default=500, ge=0, description="stack: labels before River is final")
+    serving: Serving = Field(
+        default=Serving.SNAPSHOT,
+        description="replica: workers tail topics.examples; snapshot: they load snapshots",
+    )
     challenger: ChallengerSpec = ChallengerSpec()
     snapshot: SnapshotSpec = SnapshotSpec()
     drift: DriftSpec = DriftSpec()

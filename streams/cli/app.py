@@ -11,7 +11,7 @@ from typing import Any
 
 import typer
 
-from streams.cli import learner, model, ops, stack, worker, workloads
+from streams.cli import dataset, learner, model, ops, stack, worker, workloads
 from streams.security.redaction import install_exception_redaction, redacted_traceback
 
 
@@ -35,7 +35,7 @@ app = _RedactingTyper(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-for module in (stack, worker, learner, ops, workloads, model):
+for module in (stack, worker, learner, ops, workloads, model, dataset):
     module.register(app)
 
 

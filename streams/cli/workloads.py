@@ -194,12 +194,20 @@ def demo(
     adaptive_spec: Annotated[
         Path, typer.Option(help="spec of the adaptation stage (adaptation on, labels topic)")
     ] = Path("examples/card-payments-adaptive.yaml"),
+    retrain_events: Annotated[
+        int,
+        typer.Option(
+            help="payments of the retraining stage (dataset → train → publish → shadow → "
+            "promote, on the adaptive spec); 0 skips it"
+        ),
+    ] = 10_000,
     as_json: JsonOpt = False,
     bootstrap: BootstrapOpt = None,
     redis_url: RedisOpt = None,
 ) -> None:
     """The whole loop on the local stack: model, produce, score, read back, summarize; then
-    adaptation: a concept drift, delayed labels, the learner, River snapshots in the worker."""
+    adaptation: a concept drift, delayed labels, the learner, River snapshots in the worker;
+    then retraining: dataset → train → publish → shadow → promote."""
     from streams.cli.worker import check_redis
     from streams.spec import Connections, load_spec
     from streams.workloads.demo import run_demo
@@ -227,11 +235,20 @@ def demo(
             adapted = run_adaptation_demo(adaptive, connections, drift_events, log=err)
         if not as_json:
             print_rows("streamfer demo: adaptation", adapted.rows())
+    retrained = None
+    if adaptive is not None and retrain_events > 0:
+        from streams.workloads.demo_retraining import run_retraining_demo
+
+        with user_errors():
+            retrained = run_retraining_demo(adaptive, connections, retrain_events, log=err)
+        if not as_json:
+            print_rows("streamfer demo: retraining", retrained.rows())
     if as_json:
         emit_json(
             {
                 "throughput": asdict(summary),
                 "adaptation": asdict(adapted) if adapted is not None else None,
+                "retraining": asdict(retrained) if retrained is not None else None,
             }
         )
 

@@ -37,15 +37,21 @@ from typing import Any
 import orjson
 import redis
 from prometheus_client import generate_latest
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 from inference.adaptation import (
     AdaptationMode,
     AdaptationSpec,
     LearnerState,
     OnlineLearner,
+    RiverReplica,
+    Serving,
     SnapshotKeyMissing,
     SnapshotRejected,
     SnapshotStore,
+    decode_examples,
+    encode_examples,
     snapshot_key,
 )
 from streams.learner.consumer import LabelConsumer
@@ -55,6 +61,7 @@ from streams.learner.labels import LabelRecord
 from streams.learner.metrics import LearnerMetrics
 from streams.learner.offsets import PartitionProgress, restore_progress
 from streams.learner.processor import BatchResult, LabelProcessor
+from streams.learner.shadow_metrics import shadow_comparisons
 from streams.learner.tables import (
     TABLE,
     FaustTable,
@@ -64,6 +71,7 @@ from streams.learner.tables import (
     window_rows,
 )
 from streams.spec import Connections, PipelineSpec
+from streams.worker.examples_log import ExamplesProducer, read_since
 from streams.worker.kafka_log import COMMAND_LINK, BrokerRefused
 from streams.worker.prediction_log import PredictionLog
 
@@ -109,11 +117,19 @@ class Learner:
         self.options = options
         self.app_id = f"streamfer-learn-{spec.namespace}"
         self.web_port = options.web_port or free_port(options.web_host)
-        self.redis = redis.Redis.from_url(connections.redis_url, socket_timeout=10)
+        # A Redis restart (refused connections, then LOADING while it reads its AOF) is
+        # waited out, about 30 s, instead of crashing the app (found by tests/chaos).
+        self.redis = redis.Redis.from_url(
+            connections.redis_url,
+            socket_timeout=10,
+            retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), 40),
+            retry_on_error=[redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError],
+        )
         self.store = SnapshotStore(self.redis, spec.namespace, key)
         self.metrics = LearnerMetrics()
         self.topic_name = spec.topics.labels
         self.resumed_from: dict[str, Any] | None = None
+        self._examples_offset: int | None = None  # the restored snapshot's log position
         self.learner, progress = self._restore()
         self.metrics.labels_seen.set(self.learner.labels_seen)
         self.prediction_log = PredictionLog(
@@ -128,6 +144,7 @@ class Learner:
         self.labels: LabelConsumer | None = None
         self.refused: BrokerRefused | None = None  # the broker refused the labels consumer
         self.app = self._build_app()
+        self.examples = self._open_examples()
 
     # -- start-up: continue from the newest snapshot -------------------------------------
     def _restore(self) -> tuple[OnlineLearner, dict[int, PartitionProgress]]:
@@ -151,10 +168,52 @@ class Learner:
             self.adaptation, names, self.spec.model.threshold, snapshot.model, state
         )
         self.resumed_from = {"version": snapshot.version, "labels_seen": learner.labels_seen}
+        offset = snapshot.meta.get("examples_offset")
+        self._examples_offset = int(offset) if offset is not None else None
         log.warning(
             "continuing from snapshot %d (%d labels learned)", snapshot.version, learner.labels_seen
         )
         return learner, restore_progress(snapshot.meta, self.topic_name)
+
+    def _open_examples(self) -> ExamplesProducer | None:
+        """The examples log, continued: what lies past the snapshot's offset was learned
+        (and published) before a crash; the model adopts it, in order, and the processor
+        skips those labels, so none is learned or published twice (examples_log)."""
+        topic = self.spec.topics.examples
+        if not topic:
+            return None
+        values, end = read_since(self.connections, topic, self._examples_offset)
+        learner = self.learner
+        replica = RiverReplica(
+            learner.model, self.adaptation.task, learner.columns, learner.labels_seen
+        )
+        decoded = decode_examples(values, len(learner.columns))
+        applied = replica.apply(decoded)
+        if applied.learned:
+            for (partition, offset), kept in zip(decoded.labels, applied.kept, strict=True):
+                if kept:
+                    self.processor.adopted.setdefault(partition, set()).add(offset)
+            learner.state.labels_seen = replica.applied
+            self._dirty = True
+            log.warning(
+                "adopted %d examples learned after snapshot (log offsets %s..%d)",
+                applied.learned,
+                self._examples_offset,
+                end,
+            )
+        producer = ExamplesProducer(self.connections, topic, f"{self.app_id}-examples", end)
+        if self.adaptation.serving is Serving.REPLICA and (
+            applied.learned or self.store.latest_version() is None
+        ):
+            # Replicas start from a checkpoint: the first (or the adopted) one, right away.
+            meta = {
+                **learner.meta(),
+                "offsets": self.processor.offsets_meta(self.topic_name),
+                "examples_offset": end,
+            }
+            self.store.publish(learner.model, meta, learner.state)
+            self._dirty = False
+        return producer
 
     def prepare_kafka(self) -> None:
         """The pipeline's topics exist (labels and alerts included)."""
@@ -297,6 +356,11 @@ class Learner:
             result = self.processor.consume(records)
             self._last_label = time.monotonic()
             await self._after(result)
+            # Labels that came before their prediction was logged are retried here too, at
+            # the labels loop's pace, not only by the (coarser) retry timer: freshness.
+            retried = self.processor.due_retries()
+            if retried.learned or retried.expired or retried.retried:
+                await self._after(retried)
 
     async def retry_and_snapshot(self) -> None:
         if self._lock.locked():  # a batch is being handled; its end checks the snapshot too
@@ -336,6 +400,9 @@ class Learner:
                 await self.alerts_topic.send(
                     key=f"drift:{alert.name}".encode(), value=orjson.dumps(alert.to_json())
                 )
+        if self.examples is not None:
+            for batch in result.examples:
+                self.examples.append(encode_examples(batch))
         if result.windows:
             self._export_window_gauges(max(result.windows))
         if result.learned or result.expired or result.bad:
@@ -349,6 +416,9 @@ class Learner:
         a snapshot never includes labels whose metrics could still be lost)."""
         await self.app.producer.flush()
         meta = {**self.learner.meta(), "offsets": self.processor.offsets_meta(self.topic_name)}
+        if self.examples is not None:
+            # The checkpoint names the log position after every example it has learned.
+            meta["examples_offset"] = await asyncio.to_thread(self.examples.flush)
         version = await asyncio.to_thread(
             self.store.publish, self.learner.model, meta, self.learner.state
         )
@@ -394,6 +464,16 @@ class Learner:
             for metric, value in result.items():
                 if metric != "n" and value is not None:
                     self.metrics.overall.labels(name, metric).set(value)
+        # Shadow candidates beside the active model on the same events (the dashboard's
+        # prequential chart plots every output of these gauges).
+        for version, c in shadow_comparisons(items, task, start=start).items():
+            for name, result in (
+                (f"shadow:{version}", c.shadow),
+                (f"active@shadow:{version}", c.active),
+            ):
+                for metric, value in result.items():
+                    if metric != "n" and value is not None:
+                        self.metrics.window[metric].labels(name).set(value)
 
     def run(self) -> None:
         """Run until SIGTERM/SIGINT (or idle exit); blocks."""

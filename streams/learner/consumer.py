@@ -88,8 +88,9 @@ class LabelConsumer:
             if parsed is None:
                 self._merge.add(partition, None, (partition, offset))
                 continue
+            parsed.produced_ms = max(message.timestamp()[1], 0)
             # The label's own time when it has one, else when it was produced.
-            stamp = parsed.label_time_ms or message.timestamp()[1]
+            stamp = parsed.label_time_ms or parsed.produced_ms
             self._merge.add(partition, stamp if stamp > 0 else None, parsed)
         return self._merge.release()
 

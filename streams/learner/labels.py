@@ -19,6 +19,7 @@ class LabelRecord:
     offset: int
     attempts: int = 0
     due: float = 0.0
+    produced_ms: int = 0  # the label record's Kafka timestamp (freshness starts there)
 
 
 def parse_label(raw: bytes | None, partition: int, offset: int) -> LabelRecord | None:

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from inference.adaptation import AdaptationSpec, OnlineLearner
+from inference.adaptation import AdaptationSpec, LearnedExamples, OnlineLearner
 from inference.drift import DriftAlert, DriftMonitor
 from inference.prequential import OUTPUTS, WindowMetrics, window_start
 from streams.learner.labels import LabelRecord
@@ -22,6 +22,7 @@ from streams.learner.offsets import OffsetRanges, PartitionProgress, offsets_met
 from streams.learner.tables import MetricsTable, window_key
 from streams.spec import PipelineSpec
 from streams.worker.prediction_log import LoggedPrediction
+from streams.worker.scoring import SHADOW_PREFIX
 
 
 class PredictionReader(Protocol):
@@ -41,6 +42,14 @@ class BatchResult:
     bad: int = 0
     alerts: list[DriftAlert] = field(default_factory=list)
     windows: set[int] = field(default_factory=set)
+    examples: list[LearnedExamples] = field(default_factory=list)  # for the examples log
+
+
+def produced_ms(found: Sequence[tuple[LabelRecord, Any]], learned_ms: int) -> np.ndarray:
+    """When each label was produced (the freshness metric starts there): the labels topic's
+    record timestamp when the consumer kept it (`produced_ms`), else the time it was learned
+    (a lower bound on freshness: the learner's own waits are then not counted)."""
+    return np.array([r.produced_ms or learned_ms for r, _e in found], dtype=np.int64)
 
 
 class LabelProcessor:
@@ -67,6 +76,9 @@ class LabelProcessor:
         self.progress = progress
         self.clock = clock
         self.retry: list[LabelRecord] = []
+        # Labels a restarted learner adopted from the examples log (learned before the
+        # crash, after its snapshot): skipped like learned ones, never learned twice.
+        self.adopted: dict[int, set[int]] = {}
         self.names = tuple(spec.features.names)
         self.task = self.adaptation.task.value
         self.threshold = spec.model.threshold
@@ -91,6 +103,11 @@ class LabelProcessor:
             partition, offset = (r.partition, r.offset) if isinstance(r, LabelRecord) else r
             progress = self.progress.setdefault(partition, PartitionProgress())
             if progress.already_learned(offset):
+                result.skipped += 1
+                continue
+            if offset in self.adopted.get(partition, ()):
+                progress.next = max(progress.next, offset + 1)
+                progress.pending.discard(offset)
                 result.skipped += 1
                 continue
             progress.next = max(progress.next, offset + 1)
@@ -149,10 +166,21 @@ class LabelProcessor:
         y = np.array([r.label for r, _e in found])
         times = np.array([int(e.event_time_ms) for _r, e in found], dtype=np.int64)
         outcome = self.learner.learn(features, onnx, y)
+        result.examples.append(
+            LearnedExamples(
+                outcome.labels_seen_before,
+                np.column_stack([features, onnx]),
+                y,
+                times,
+                produced_ms(found, int(time.time() * 1000)),
+                tuple((r.partition, r.offset) for r, _e in found),
+                self.learner.promoted,
+            )
+        )
         logged_final = np.array([e.scores.get("final", np.nan) for _r, e in found], dtype=float)
         final = np.where(np.isnan(logged_final), outcome.final, logged_final)
         outputs = {"onnx": onnx, "river": outcome.river, "final": final}
-        self._update_windows(found, y, outputs, times, result)
+        self._update_windows(found, y, outputs, times, result, shadow_scores(found))
         watched = {c: features[:, names.index(c)] for c in self.drift_features if c in names}
         result.alerts.extend(
             self.drift.update(
@@ -172,6 +200,7 @@ class LabelProcessor:
         outputs: Mapping[str, np.ndarray],
         times: np.ndarray,
         result: BatchResult,
+        shadows: Mapping[str, np.ndarray] | None = None,
     ) -> None:
         size = self.adaptation.metrics_window
         groups: dict[tuple[int, int], list[int]] = {}
@@ -193,6 +222,25 @@ class LabelProcessor:
             idx = np.asarray(fresh)
             for name in OUTPUTS:
                 metrics[name].update(y[idx], outputs[name][idx], threshold=self.threshold)
+            # Shadow candidates (`shadow:<version>`) over the labels of the events they scored,
+            # and the active ONNX model over the same events (`shadow:<version>|active`), so
+            # the two are compared on one sample.
+            kept = value["outputs"] if value else {}
+            for name, scores in (shadows or {}).items():
+                shadowed = idx[np.isfinite(scores[idx])]
+                if not len(shadowed):
+                    continue
+                for output, column in ((name, scores), (f"{name}|active", outputs["onnx"])):
+                    m = (
+                        WindowMetrics.from_json(self.task, kept[output])  # type: ignore[arg-type]
+                        if output in kept
+                        else WindowMetrics.new(self.task)  # type: ignore[arg-type]
+                    )
+                    m.update(y[shadowed], column[shadowed], threshold=self.threshold)
+                    metrics[output] = m
+            for name in kept:
+                if name.startswith(SHADOW_PREFIX) and name not in metrics:
+                    metrics[name] = WindowMetrics.from_json(self.task, kept[name])  # type: ignore[arg-type]
             for i in fresh:
                 covered.add(found[i][0].offset)
             self.table.put(
@@ -219,3 +267,13 @@ class LabelProcessor:
     def offsets_meta(self, topic: str) -> dict[str, Any]:
         """What a snapshot records of the progress (see `offsets.offsets_meta`)."""
         return offsets_meta(topic, self.progress)
+
+
+def shadow_scores(found: Sequence[tuple[LabelRecord, LoggedPrediction]]) -> dict[str, np.ndarray]:
+    """Per shadow version's score name, its scores row for row (NaN where it scored none)."""
+    out: dict[str, np.ndarray] = {}
+    for i, (_record, entry) in enumerate(found):
+        for name, score in entry.scores.items():
+            if name.startswith(SHADOW_PREFIX):
+                out.setdefault(name, np.full(len(found), np.nan))[i] = score
+    return out

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 from rich.console import Console
 from rich.table import Table
@@ -24,7 +25,13 @@ from rich.table import Table
 from inference.prequential import OUTPUTS, WindowMetrics
 from streams.learner.bounded_reader import read_to_end
 from streams.learner.labels import LabelRecord, parse_label
-from streams.learner.served import ServedMetrics, parse_prediction, served_metrics
+from streams.learner.served import (
+    ServedMetrics,
+    ServedPrediction,
+    parse_prediction,
+    served_freshness,
+    served_metrics,
+)
 from streams.learner.tables import TABLE, merged_windows
 from streams.spec import Connections, PipelineSpec
 
@@ -35,6 +42,8 @@ _PLOTTED = {
 _SHORT = {"accuracy": "acc", "roc_auc": "auc", "mae": "mae", "rmse": "rmse"}
 _COLORS = {"onnx": "#d62728", "river": "#1f77b4", "final": "#2ca02c"}
 _NAMES = {"onnx": "ONNX", "river": "River", "final": "final"}
+# What each column is: the predictions as served, or the learner's predict-then-learn.
+_SOURCES = {"served": "served", "learner": "learner p→l"}
 LEARNER_NOTE = (
     "learner = the learner's own predict-then-learn: River predicts each label with its newest "
     "model just before learning it (no serving lag), not what the workers served; its final "
@@ -70,19 +79,42 @@ def read_served(
             label = parse_label(r.value, r.partition, r.offset)
             if label is not None:
                 labels.append(label)
-    predictions = (
+    parsed = (
         parse_prediction(r.value)
         for r in (
             read_to_end(connections, spec.topics.predictions, timeout_s=timeout_s) if labels else []
         )
     )
-    return served_metrics(
+    predictions = [p for p in parsed if p is not None]
+    served = served_metrics(
         labels,
-        (p for p in predictions if p is not None),
+        predictions,
         task=spec.adaptation.task.value,
         window_ms=spec.adaptation.metrics_window,
         threshold=spec.model.threshold,
     )
+    if spec.topics.examples:
+        examples = read_to_end(connections, spec.topics.examples, timeout_s=timeout_s)
+        served.freshness_ms = freshness(examples, predictions)
+    return served
+
+
+def freshness(records: Sequence[Any], predictions: Sequence[ServedPrediction]) -> np.ndarray:
+    """Per example of the log (by learn sequence): its label's production (the example's
+    `lt`) → the first prediction scored by a replica that had learned it."""
+    produced: dict[int, float] = {}
+    for r in records:
+        try:
+            e = orjson.loads(r.value or b"")
+            produced.setdefault(int(e["seq"]), float(e.get("lt") or np.nan))
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            continue
+    by_seq = np.array([produced.get(s, np.nan) for s in range(max(produced, default=-1) + 1)])
+    scored = [(p.scored_at_ms, p.learned) for p in predictions if p.learned is not None]
+    if not scored:
+        return np.empty(0)
+    at, learned = (np.array(c) for c in zip(*scored, strict=True))
+    return served_freshness(by_seq, at, learned)
 
 
 def build_report(
@@ -124,7 +156,21 @@ def build_report(
             "learner": side(learner_total, OUTPUTS),
         },
         "served_join": served.join_counts(),
+        "freshness": freshness_summary(served.freshness_ms),
         "notes": {"served": SERVED_NOTE, "learner": LEARNER_NOTE},
+    }
+
+
+def freshness_summary(ages_ms: np.ndarray | None) -> dict[str, Any] | None:
+    """p50/p99 of label → first prediction reflecting it; None without replica serving."""
+    if ages_ms is None or not len(ages_ms):
+        return None
+    reflected = ages_ms[~np.isnan(ages_ms)]
+    return {
+        "labels": len(ages_ms),
+        "reflected": len(reflected),
+        "p50_ms": float(np.percentile(reflected, 50)) if len(reflected) else None,
+        "p99_ms": float(np.percentile(reflected, 99)) if len(reflected) else None,
     }
 
 
@@ -144,7 +190,7 @@ def print_report(report: Mapping[str, Any], console: Console, title: str) -> Non
     table.add_column("labels\nlearner", justify="right", no_wrap=True)
     for metric in metrics:
         for source, output in columns:
-            header = f"{_SHORT[metric]}\n{_NAMES[output]}\n{source}"
+            header = f"{_SHORT[metric]}\n{_NAMES[output]}\n{_SOURCES[source]}"
             table.add_column(header, justify="right", no_wrap=True)
 
     def cells(row: Mapping[str, Any]) -> list[str]:
@@ -163,6 +209,18 @@ def print_report(report: Mapping[str, Any], console: Console, title: str) -> Non
         highlight=False,
     )
     console.print(LEARNER_NOTE, highlight=False)
+    fresh = report.get("freshness")
+    if fresh:
+        console.print(
+            f"freshness (label produced → first prediction by a replica that learned it): "
+            f"p50 {_fmt_ms(fresh['p50_ms'])}, p99 {_fmt_ms(fresh['p99_ms'])} over "
+            f"{fresh['reflected']} of {fresh['labels']} labels",
+            highlight=False,
+        )
+
+
+def _fmt_ms(value: float | None) -> str:
+    return "—" if value is None else f"{value:.0f} ms"
 
 
 def _fmt(value: float | None) -> str:

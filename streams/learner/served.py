@@ -3,7 +3,8 @@ labels, prequential metrics per event-time window (the same as the learner's tab
 
 Pure: records in, metrics out, so a unit test checks the join without Kafka. The learner's
 own numbers differ on purpose: its River predicts each label with its newest model just
-before learning it, while a worker served an older snapshot.
+before learning it, while a worker served an older snapshot (or a replica a few labels
+behind: `served_freshness` says how far, from the examples log and the predictions).
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ class ServedPrediction:
     river: float | None  # None while the worker had no River snapshot, or adaptation is off
     final: float
     replayed: bool = False
+    scored_at_ms: int = 0
+    learned: int | None = None  # a replica's learn sequence when it scored (`v@learned`)
 
 
 def parse_prediction(raw: bytes | None) -> ServedPrediction | None:
@@ -44,6 +47,8 @@ def parse_prediction(raw: bytes | None) -> ServedPrediction | None:
             None if river is None else float(river),
             float(data["score"]),
             bool(data.get("replayed", False)),
+            int(data.get("scored_at") or 0),
+            learned_sequence(data.get("adaptation_version")),
         )
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
         return None
@@ -58,6 +63,8 @@ class ServedMetrics:
     labels: int = 0  # well-formed label records read
     joined: int = 0  # … that found a published prediction
     unmatched: int = 0  # … that found none (not scored, or published after the read began)
+    # per example learned, label produced → first prediction that reflected it (replicas)
+    freshness_ms: np.ndarray | None = None
 
     def window(self, start: int) -> dict[str, WindowMetrics]:
         return self.windows.get(start) or {o: WindowMetrics.new(self.task) for o in OUTPUTS}
@@ -119,3 +126,32 @@ def served_metrics(
             metrics[name].update(np.array(c[ys]), np.array(c[name]), threshold=threshold)
         result.windows[start] = metrics
     return result
+
+
+def served_freshness(
+    produced_ms: np.ndarray, scored_at_ms: np.ndarray, learned: np.ndarray
+) -> np.ndarray:
+    """Per label, in learn order (`produced_ms[s]`: when the label of learn sequence `s` was
+    produced): the time until the first prediction scored by a model that had learned it,
+    from the predictions' `scored_at` and the learn sequence their model had (`learned`: every
+    example below it applied; a replica's adaptation version `v@learned`). NaN for labels no
+    prediction reflected (the stream ended first)."""
+    order = np.argsort(scored_at_ms, kind="stable")
+    times = np.asarray(scored_at_ms, dtype=np.float64)[order]
+    reach = np.maximum.accumulate(np.asarray(learned, dtype=np.int64)[order])
+    # The first prediction whose model had learned sequence s is the first with reach > s.
+    first = np.searchsorted(reach, np.arange(len(produced_ms)), side="right")
+    out = np.full(len(produced_ms), np.nan)
+    hit = first < len(times)
+    out[hit] = times[first[hit]] - np.asarray(produced_ms, dtype=np.float64)[hit]
+    return out
+
+
+def learned_sequence(adaptation_version: str | None) -> int | None:
+    """The learn sequence in a replica's adaptation version (`7@1234` → 1234), else None."""
+    if not adaptation_version or "@" not in adaptation_version:
+        return None
+    try:
+        return int(adaptation_version.rsplit("@", 1)[1])
+    except ValueError:
+        return None

@@ -64,6 +64,9 @@ def ensure_topics(
         for n in names
         if n not in existing
     ]
+    if not events_only and t.examples and t.examples not in existing:
+        # One partition: the examples' order is the learn order every replica repeats.
+        wanted.append(NewTopic(t.examples, num_partitions=1, replication_factor=-1))
     create_topics(admin, wanted)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
@@ -27,6 +28,8 @@ _LATENCY_BUCKETS = (
     30.0,
 )
 _SIZE_BUCKETS = (1, 10, 50, 100, 250, 500, 1000, 2000, 5000, 10000)
+# Freshness targets (docs/adaptation.md): p50 ≤ 20 ms, p99 ≤ 100 ms (linear) / 500 ms (ARF).
+_FRESHNESS_BUCKETS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 120.0)
 
 
 class WorkerMetrics:
@@ -89,6 +92,12 @@ class WorkerMetrics:
             ["model", "version", "provider"],
             registry=r,
         )
+        self.shadow_model_info = Gauge(
+            "streamfer_shadow_model_info",
+            "Shadow candidate scored beside the model, to the prediction log only (value 1)",
+            ["model", "version"],
+            registry=r,
+        )
         self.model_swap_failures = Counter(
             "streamfer_model_swap_failures", "New model versions refused", registry=r
         )
@@ -96,6 +105,17 @@ class WorkerMetrics:
             "streamfer_adaptation_info",
             "Adaptation snapshot in use (value 1)",
             ["version", "mode"],
+            registry=r,
+        )
+        self.freshness = Histogram(
+            "streamfer_adaptation_freshness_seconds",
+            "Label production to the first batch scored by a model that learned it",
+            buckets=_FRESHNESS_BUCKETS,
+            registry=r,
+        )
+        self.labels_behind = Gauge(
+            "streamfer_adaptation_labels_behind",
+            "Examples in the log the served River replica has not applied yet",
             registry=r,
         )
         self.snapshot_rejections = Counter(
@@ -126,6 +146,7 @@ class WorkerMetrics:
             registry=r,
         )
         self._model_labels: tuple[str, str, str] | None = None
+        self._shadow_labels: tuple[str, str] | None = None
         self._lag_series: set[tuple[str, str]] = set()
 
     def serve(self, host: str, port: int) -> int:
@@ -138,6 +159,29 @@ class WorkerMetrics:
             self.model_info.remove(*self._model_labels)
         self._model_labels = (name, version, provider)
         self.model_info.labels(*self._model_labels).set(1)
+
+    def set_shadow(self, name: str, version: str | None) -> None:
+        """The shadow candidate now scoring beside the model (None: no shadow)."""
+        if self._shadow_labels is not None:
+            self.shadow_model_info.remove(*self._shadow_labels)
+            self._shadow_labels = None
+        if version is not None:
+            self._shadow_labels = (name, version)
+            self.shadow_model_info.labels(*self._shadow_labels).set(1)
+
+    def observe_freshness(self, ages_s: np.ndarray, behind: int) -> None:
+        """A batch's freshness, in bulk: the ages of the labels it is the first to be scored
+        with (one histogram update per batch, not one per label), and the labels behind."""
+        if len(ages_s):
+            hist = self.freshness
+            # prometheus_client keeps per-bucket (not cumulative) counts, one per upper bound,
+            # and has no bulk observe: add each bucket's count once.
+            bounds = np.asarray(hist._upper_bounds)
+            index = np.searchsorted(bounds, np.maximum(ages_s, 0.0), side="left")
+            for i, count in zip(*np.unique(index, return_counts=True), strict=True):
+                hist._buckets[int(i)].inc(int(count))
+            hist._sum.inc(float(np.maximum(ages_s, 0.0).sum()))
+        self.labels_behind.set(behind)
 
     def set_adaptation(self, version: str | None, mode: str) -> None:
         self.adaptation_info.clear()

@@ -24,8 +24,9 @@ import redis
 
 from features.backends import open_store
 from features.store import FeatureStore, StateLost
-from inference.adaptation import Adapter
-from inference.registry import ModelSwitch
+from inference.adaptation import Adapter, ExampleSourceFactory
+from inference.registry import ModelRegistry, ModelSwitch
+from inference.shadow import ShadowModel
 from streams.events.codec import (
     DecodedBatch,
     decode_batch,
@@ -45,6 +46,7 @@ from streams.worker.delivery import (
     OutputTopics,
     TransactionalOutput,
 )
+from streams.worker.examples_log import ExamplesTail
 from streams.worker.instance import client_id, resolve_instance_id, transactional_id
 from streams.worker.kafka_log import BrokerLink
 from streams.worker.metrics import WorkerMetrics
@@ -112,6 +114,17 @@ class Worker:
         self._models = ModelSwitch.open(
             spec.model, spec.features.names, key=connections.model_secret, clock=clock
         )
+        # A registry model may have a candidate in shadow (`streamfer model shadow`).
+        self._shadow = (
+            ShadowModel(
+                spec.model,
+                spec.features.names,
+                ModelRegistry(spec.model.registry, key=connections.model_secret),
+                clock=clock,
+            )
+            if spec.model.registry is not None
+            else None
+        )
         self._alerts = AlertSink(
             connections, spec.topics.alerts, f"{spec.name}-{instance}-{worker_id}", link=self._link
         )
@@ -123,6 +136,8 @@ class Worker:
             self._alerts.send,
             key=connections.snapshot_secret,
             clock=clock,
+            examples=self._examples_tail(connections),
+            on_fresh=self.metrics.observe_freshness,
         )
         # Lost feature state (Redis restarted empty, a failover dropped writes) is detected
         # by the store's script against these offsets: the batch is not scored.
@@ -145,6 +160,7 @@ class Worker:
             clock=clock,
             on_stage=lambda stage, seconds: self.metrics.stage.labels(stage).observe(seconds),
             floors=self._applied.floors,
+            shadow=self._shadow,
         )
         eos = (
             exactly_once
@@ -202,12 +218,25 @@ class Worker:
                 progress=self.progress,
             )
         self.stats = RunStats()
+        self._shadow_version: str | None = None
         self._note_model()
+
+    def _examples_tail(self, connections: Connections) -> ExampleSourceFactory | None:
+        """Replica serving: the examples log, opened at the checkpoint's offset."""
+        topic = self.spec.topics.examples
+        if not topic:
+            return None
+        return lambda offset: ExamplesTail(connections, topic, offset)
 
     @property
     def model(self) -> Any:
         """The model version scoring the next batch."""
         return self._models.current()
+
+    @property
+    def shadow(self) -> Any:
+        """The shadow candidate scored beside the next batch, or None."""
+        return self._shadow.current() if self._shadow is not None else None
 
     def _on_stats(self, stats_json: str) -> None:
         self.metrics.on_stats(stats_json)
@@ -278,6 +307,13 @@ class Worker:
                         "time_ms": int(time.time() * 1000),
                     }
                 )
+        if self._shadow is not None:
+            self._shadow.poll()
+            shadow = self._shadow.current()
+            version = shadow.version if shadow is not None else None
+            if version != self._shadow_version:
+                self._shadow_version = version
+                self.metrics.set_shadow(self.spec.model.name, version)
         adapted = self._adapter.poll()
         if adapted is not None:
             if adapted.ok:
@@ -422,6 +458,9 @@ class Worker:
                 self._output.close()
                 self._store.close()
                 self._models.close()
+                self._adapter.close()
+                if self._shadow is not None:
+                    self._shadow.close()
                 self._alerts.close()
                 self._redis.close()
                 self.stats.last_done = self.stats.last_done or self._clock()

@@ -27,6 +27,9 @@ from streams.events.dead_letters import Reason
 
 log = logging.getLogger(__name__)
 
+SHADOW_PREFIX = "shadow:"
+"""A shadow score's name in the prediction log: `shadow:<version>`."""
+
 
 class ScoringModel(Protocol):
     """One model version: scores a (n, k) feature matrix into (n,) scores."""
@@ -42,6 +45,12 @@ class ModelSource(Protocol):
     """Where the version scoring the next batch comes from (e.g. `ModelSwitch`)."""
 
     def current(self) -> ScoringModel: ...
+
+
+class ShadowSource(Protocol):
+    """The candidate scored beside the active model, if any (e.g. `ShadowModel`)."""
+
+    def current(self) -> ScoringModel | None: ...
 
 
 class AdaptedScores(Protocol):
@@ -108,8 +117,10 @@ class Scorer:
         clock: Callable[[], float] = time.time,
         on_stage: StageTimer = _no_timer,
         floors: Floors | None = None,
+        shadow: ShadowSource | None = None,
     ) -> None:
         self._threshold = threshold
+        self._shadow = shadow
         self._floors = floors
         self._store = store
         self._models = models
@@ -141,6 +152,9 @@ class Scorer:
         self._on_stage("features", features_done - started)
         model = self._models.current()  # one version scores the whole batch
         onnx_scores = model.predict(features.values)
+        # A shadow candidate: one more run; its scores go to the prediction log only.
+        shadow = self._shadow.current() if self._shadow is not None else None
+        shadow_scores = shadow.predict(features.values) if shadow is not None else None
         self._on_stage("inference", time.perf_counter() - features_done)
         adapted = self._adapter.score(features.values, onnx_scores)
         final, river = adapted.final, adapted.river
@@ -166,6 +180,7 @@ class Scorer:
             )
             onnx_scores, final = onnx_scores[keep], final[keep]
             river = None if river is None else river[keep]
+            shadow_scores = None if shadow_scores is None else shadow_scores[keep]
         scored_at_ms = int(self._clock() * 1000)
         started = time.perf_counter()
         scores = (
@@ -173,6 +188,8 @@ class Scorer:
             if river is None
             else {"onnx": onnx_scores, "river": river, "final": final}
         )
+        if shadow is not None and shadow_scores is not None:
+            scores[f"{SHADOW_PREFIX}{shadow.version}"] = shadow_scores
         self._log.write(
             decoded.ids.tolist(),
             features.values,

@@ -26,7 +26,7 @@ import yaml
 from pydantic import SecretStr
 from rich.console import Console
 
-from inference.adaptation import AdaptationMode, AdaptationTask
+from inference.adaptation import AdaptationMode, AdaptationTask, Serving
 from streams.learner.process import LearnerProcess
 from streams.ops.topics import ensure_topics, read_topic
 from streams.spec import SNAPSHOT_KEY_ENV, Connections, PipelineSpec
@@ -73,6 +73,11 @@ class AdaptationSummary:
     label_delay: int  # payments between a payment and its label
     final_rule: str  # how the spec's adaptation mode chooses the final score
     seconds: float
+    # River's accuracy in the learner's own predict-then-learn (its metrics table), over
+    # every label: what served River would reach with no serving lag at all
+    learner_river: float | None = None
+    served_river: float | None = None  # the same labels, as the worker's River served them
+    serving: str = "snapshot"
 
     def rows(self) -> list[tuple[str, str]]:
         """The summary as (what, value) lines, as `streamfer demo` prints them."""
@@ -100,6 +105,12 @@ class AdaptationSummary:
                 f"{acc['final'].before:.3f} → {acc['final'].after:.3f}",
             ),
             (
+                "  River served vs the learner's own",
+                f"{_acc(self.served_river)} served ({self.serving}; labels {self.label_delay} "
+                f"payments late) vs {_acc(self.learner_river)} predict-then-learn (each label "
+                "predicted just before it is learned: no label delay)",
+            ),
+            (
                 "final = River from",
                 f"payment {self.river_final_from:,} ({self.final_rule})"
                 if self.river_final_from is not None
@@ -122,6 +133,34 @@ class AdaptationSummary:
                 else "from STREAMFER_SNAPSHOT_KEY",
             ),
         ]
+
+
+def _acc(value: float | None) -> str:
+    return "—" if value is None else f"{value:.3f}"
+
+
+def with_replicas(spec: PipelineSpec) -> PipelineSpec:
+    """Replica serving unless the spec chose: the worker keeps its own River replica current
+    from the learner's examples log (a topic of the run's own)."""
+    if "serving" in spec.adaptation.model_fields_set:
+        return spec
+    topics = spec.topics.model_copy(
+        update={"examples": spec.topics.examples or f"{spec.topics.labels}.examples"}
+    )
+    adaptation = spec.adaptation.model_copy(update={"serving": Serving.REPLICA})
+    return spec.model_copy(update={"topics": topics, "adaptation": adaptation})
+
+
+def served_river_accuracy(
+    predictions: Sequence[dict[str, Any]], labels: dict[str, tuple[int, float]], threshold: float
+) -> float | None:
+    """River's served accuracy over every labelled prediction that carried a River score."""
+    pairs = [
+        (p["scores"]["river"] >= threshold, labels[str(p["event_id"])][1] >= 0.5)
+        for p in predictions
+        if p.get("scores", {}).get("river") is not None and str(p["event_id"]) in labels
+    ]
+    return sum(a == b for a, b in pairs) / len(pairs) if pairs else None
 
 
 def describe_alerts(alerts: Sequence[dict[str, Any]], drift_time_ms: int) -> str:
@@ -264,7 +303,7 @@ def run_adaptation_demo(
     check_adaptive(spec, spec.name, n_events)
     started = time.perf_counter()
     run_id = uuid.uuid4().hex[:6]
-    spec = for_run(spec, run_id)
+    spec = with_replicas(for_run(spec, run_id))
     drift_at = n_events // 2
     if spec.model.path is not None and not Path(spec.model.path).exists():
         log.print("building the demo model (synthetic payments → features → MLP → ONNX)…")
@@ -337,7 +376,11 @@ def run_adaptation_demo(
         predictions, labels, drift_at, threshold=spec.model.threshold
     )
     versions = sorted(
-        {int(p["adaptation_version"]) for p in predictions if p["adaptation_version"] is not None}
+        {
+            int(str(p["adaptation_version"]).split("@")[0])  # a replica's is `checkpoint@seq`
+            for p in predictions
+            if p["adaptation_version"] is not None
+        }
     )
     assert spec.topics.alerts is not None
     alerts = [
@@ -362,6 +405,9 @@ def run_adaptation_demo(
         final_rule=final_rule(spec),
         river_final_from=river_final_from(predictions, labels),
         seconds=time.perf_counter() - started,
+        learner_river=(status.get("total") or {}).get("river", {}).get("accuracy"),
+        served_river=served_river_accuracy(predictions, labels, spec.model.threshold),
+        serving=spec.adaptation.serving.value,
     )
 
 

@@ -39,7 +39,10 @@ def _produce(conn: Connections, topic: str, partitions: int) -> None:
 
 
 def _learned_order(conn: Connections, topic: str, unique: str) -> list[str]:
-    consumer = LabelConsumer(conn, topic, f"order-{unique}-{topic}", {})
+    # The hold bound is for a partition whose fetch lags (unit-tested with a clock); here
+    # every partition reaches its end, so a long bound only rules out a loaded machine's
+    # slow fetch releasing labels early — the order itself is what is under test.
+    consumer = LabelConsumer(conn, topic, f"order-{unique}-{topic}", {}, max_hold_ms=60_000)
     out: list[LabelRecord] = []
     try:
 

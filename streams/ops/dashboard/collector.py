@@ -36,6 +36,7 @@ class TargetStatus:
     error: str | None = None
     last_scrape: float | None = None
     models: list[dict[str, str]] = field(default_factory=list)
+    shadows: list[dict[str, str]] = field(default_factory=list)
     adaptation: list[dict[str, str]] = field(default_factory=list)
     paused: bool = False
 
@@ -133,6 +134,8 @@ class Collector:
     def _describe_target(status: TargetStatus, scrape: Scrape) -> None:
         status.models = [dict(labels) for labels in scrape.samples.get("streamfer_model_info", {})]
         status.adaptation = [dict(labels) for labels in scrape.samples.get(ADAPTATION_INFO, {})]
+        shadows = scrape.samples.get("streamfer_shadow_model_info", {})
+        status.shadows = [dict(labels) for labels in shadows]
         status.paused = scrape.total("streamfer_paused") > 0
 
     def _read_lag(self) -> LagReport:

@@ -161,7 +161,11 @@ def interval_between(pairs: Sequence[tuple[Scrape, Scrape]]) -> _Interval:
         old = before.by("streamfer_dead_letters_total", "reason")
         for reason, value in now.by("streamfer_dead_letters_total", "reason").items():
             out.add_labelled("dead_letters", reason, _delta(value, old.get(reason, 0.0)))
-        for hist in ("streamfer_end_to_end_seconds", "streamfer_batch_size"):
+        for hist in (
+            "streamfer_end_to_end_seconds",
+            "streamfer_batch_size",
+            "streamfer_adaptation_freshness_seconds",
+        ):
             out.add_buckets(hist, _bucket_delta(now.buckets(hist), before.buckets(hist)))
             out.sums[hist] = out.sums.get(hist, 0.0) + _delta(
                 now.total(f"{hist}_sum"), before.total(f"{hist}_sum")
@@ -197,6 +201,7 @@ def point_from(
     """One chart point: rates and percentiles over the interval, gauges as they are now."""
     s = interval.seconds
     e2e = interval.buckets.get("streamfer_end_to_end_seconds", {})
+    fresh = interval.buckets.get("streamfer_adaptation_freshness_seconds", {})
     sizes = interval.buckets.get("streamfer_batch_size", {})
     batches = max(sizes.values()) if sizes else 0.0
     dead = interval.labelled.get("dead_letters", {})
@@ -223,6 +228,13 @@ def point_from(
         "dead_letters": {r: _per_s(v, s) for r, v in sorted(dead.items())},
         "dead_letters_total": _per_s(sum(dead.values()), s),
         "e2e": {f"p{round(q * 100)}": histogram_quantile(q, e2e) for q in QUANTILES},
+        # label produced → first batch scored by a model that learned it (replica serving)
+        "freshness": {f"p{q}": histogram_quantile(q / 100, fresh) for q in (50, 99)},
+        "labels_behind": sum(
+            (sc.total("streamfer_adaptation_labels_behind") for sc in current), 0.0
+        )
+        if any("streamfer_adaptation_labels_behind" in sc.samples for sc in current)
+        else None,
         "batch": {
             "mean": _mean(interval.sums.get("streamfer_batch_size", 0.0), batches),
             "p50": histogram_quantile(0.5, sizes),

@@ -15,6 +15,7 @@ const charts = {
   stages: new LineChart(document.getElementById("chart-stages")),
   prequential: new LineChart(document.getElementById("chart-prequential")),
   drift: new LineChart(document.getElementById("chart-drift")),
+  freshness: new LineChart(document.getElementById("chart-freshness")),
 };
 
 // One series per key found in any point: pick(point) returns {name: value}.
@@ -88,6 +89,7 @@ function render(state) {
   charts.batch.update(seriesOf((p) => p.batch, ["mean", "p50", "p95"]), windowT);
   charts.stages.update(seriesOf((p) => p.stages), windowT);
   charts.prequential.update(seriesOf((p) => p.prequential), windowT);
+  charts.freshness.update(seriesOf((p) => p.freshness, ["p50", "p99"]), windowT);
   charts.drift.update(
     [{ name: "drift alerts", points: points.map((p) => [p.t, p.drift_alerts]) }], windowT);
 
@@ -109,11 +111,14 @@ function render(state) {
     const adaptation = t.adaptation.length
       ? t.adaptation.map((a) => `v${a.version}${a.mode ? " (" + a.mode + ")" : ""}`).join(", ")
       : (state.learner ? "none" : "no learner");
-    for (const m of t.models) modelRows.push([t.url, `${m.model} v${m.version}`, m.provider, adaptation]);
-    if (!t.models.length && t.adaptation.length) modelRows.push([t.url, "–", "–", adaptation]);
+    const shadow = (t.shadows || []).map((s) => `v${s.version}`).join(", ") || "–";
+    for (const m of t.models) {
+      modelRows.push([t.url, `${m.model} v${m.version}`, shadow, m.provider, adaptation]);
+    }
+    if (!t.models.length && t.adaptation.length) modelRows.push([t.url, "–", "–", "–", adaptation]);
   }
   fillTable(document.getElementById("models-table"),
-            ["target", "model", "provider", "adaptation"], modelRows);
+            ["target", "model", "shadow", "provider", "adaptation"], modelRows);
 
   for (const note of document.querySelectorAll(".no-learner")) note.hidden = state.learner;
   document.getElementById("panel-prequential").dataset.learner = String(state.learner);

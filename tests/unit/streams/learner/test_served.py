@@ -133,3 +133,40 @@ def test_served_river_is_shown_only_when_workers_can_serve_it(river_served: bool
     )
     report = build_report([], served, window_ms=WINDOW, river_served=river_served)
     assert ("river" in report["total"]["served"]) is river_served
+
+
+def test_freshness_is_the_first_prediction_that_reflects_each_label() -> None:
+    from streams.learner.served import learned_sequence, served_freshness
+
+    produced = np.array([100.0, 110.0, 120.0, 130.0])
+    # predictions scored at these times by models that had learned this many labels
+    scored_at = np.array([105.0, 140.0, 125.0, 160.0, 170.0])
+    learned = np.array([0, 3, 1, 3, 3])
+    ages = served_freshness(produced, scored_at, learned)
+    # label 0: first reflected at 125 (learned 1); labels 1, 2 at 140; label 3 never
+    np.testing.assert_array_equal(ages[:3], [125 - 100, 140 - 110, 140 - 120])
+    assert np.isnan(ages[3])
+    assert (learned_sequence("7@1234"), learned_sequence("7"), learned_sequence(None)) == (
+        1234,
+        None,
+        None,
+    )
+
+
+def test_report_freshness_from_the_examples_log_and_the_predictions() -> None:
+    from streams.learner.bounded_reader import TopicRecord
+    from streams.learner.report import freshness, freshness_summary
+
+    examples = [
+        TopicRecord(0, s, None, orjson.dumps({"seq": s, "lt": 1000 + 10 * s})) for s in range(3)
+    ]
+    served = [
+        prediction("a", 0, 0.5, 0.5, scored_at_ms=1015, learned=1),
+        prediction("b", 0, 0.5, 0.5, scored_at_ms=1050, learned=3),
+        prediction("c", 0, 0.5, 0.5),  # snapshot serving: no learn sequence, not counted
+    ]
+    ages = freshness(examples, served)
+    np.testing.assert_array_equal(ages, [15, 1050 - 1010, 1050 - 1020])
+    summary = freshness_summary(ages)
+    assert summary is not None and summary["p50_ms"] == float(np.median(ages))
+    assert freshness_summary(None) is None
