@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -241,6 +242,22 @@ class LocalStack:
     def start_kafka(self, timeout_s: float = 180.0) -> StackStatus:
         """Start the broker again after `stop_kafka()`; waits until it serves, as `up()`."""
         return self.up(timeout_s)
+
+    def stop_redis(self, timeout_s: float = 30.0, *, keep_data: bool = True) -> None:
+        """Stop only this home's redis-server (SIGTERM: it writes its AOF out first).
+
+        `keep_data=False` then deletes its AOF and RDB files, so that `up()` starts it
+        empty: a restart without data, as a host lost with its disk would come back.
+        """
+        deadline = time.monotonic() + timeout_s
+        with file_lock(self.home / ".lock", deadline, "another `streamfer up/down` on this home"):
+            pid = self._our_pid(self.redis)
+            if pid is not None:
+                stop([pid], timeout_s=max(deadline - time.monotonic(), 1.0))
+            self.redis.pid_file.unlink(missing_ok=True)
+            if not keep_data:
+                shutil.rmtree(self.redis_dir / "appendonlydir", ignore_errors=True)
+                (self.redis_dir / "dump.rdb").unlink(missing_ok=True)
 
     def down(self, timeout_s: float = 30.0) -> None:
         """SIGTERM this home's broker and redis-server (SIGKILL after `timeout_s`).

@@ -155,10 +155,17 @@ def app_commands(version: tuple[int, int]) -> tuple[str, ...]:
 
 
 def render_acl(passwords: RedisPasswords, commands: tuple[str, ...] = APP_COMMANDS) -> str:
-    """The ACL file: `default` off, `admin` with all, `streamfer` with `commands` only."""
+    """The ACL file: `default` off, `admin` with all, `streamfer` with `commands` only.
+
+    `default` is off with no password: no client can authenticate as it, and connections
+    start unauthenticated. It still holds every permission, because redis-server replays
+    its AOF as `default`, and Redis 7.0 (fixed upstream in redis/redis#14545) re-checks the
+    ACL of each MULTI/EXEC there: with `-@all` every Lua script's writes (replicated as
+    MULTI/EXEC) were dropped on a restart, silently: the whole feature state.
+    """
     allowed = " ".join(f"+{command}" for command in commands)
     return (
-        "user default off resetpass -@all\n"
+        "user default off resetpass ~* &* +@all\n"
         f"user {ADMIN_USER} on {_digest(passwords.admin)} ~* &* +@all\n"
         f"user {APP_USER} on {_digest(passwords.streamfer)} resetchannels "
         f"~{KEY_PATTERN} -@all {allowed}\n"

@@ -250,6 +250,7 @@ class TransactionalOutput:
         self._stuck: list[Producer] = []  # given up after a transactional call never returned
         self._link = link
         self._outages_seen = link.outages if link is not None else 0
+        self._uninitialised = False  # a replacement whose init_transactions must be resumed
         self._producer = self._new_producer()
 
     def _new_producer(self) -> Producer:
@@ -261,6 +262,8 @@ class TransactionalOutput:
     def send(self, batch: OutputBatch) -> None:
         offsets = [TopicPartition(t, p, o) for (t, p), o in batch.source.next_offsets().items()]
         self._renew_after_outage()
+        if not self._resume_init():
+            raise BatchAborted("no transactional producer yet (the broker is away)")
         try:
             self._producer.begin_transaction()
             self._in_transaction = True
@@ -293,6 +296,7 @@ class TransactionalOutput:
             return
         self._outages_seen = self._link.outages
         old, self._producer = self._producer, fresh
+        self._uninitialised = False  # `fresh` is initialised, whatever the one it replaces
         old.flush(STUCK_GRACE_S)
 
     def _send_offsets(self, offsets: list[TopicPartition]) -> None:
@@ -321,7 +325,29 @@ class TransactionalOutput:
         log.warning("%s; replacing the producer and scoring the batch again", exc)
         self._stuck.append(self._producer)
         self._in_transaction = False
-        self._producer = self._new_producer()
+        self._producer = Producer(self._config)
+        self._uninitialised = True
+        self._resume_init()
+
+    def _resume_init(self) -> bool:
+        """Finish the replacement producer's `init_transactions`; False while it can't.
+
+        The call stalls when the broker is away (why the old producer was given up, often),
+        and its timeout is retriable: librdkafka resumes it when it is called again. So
+        it is retried at the next batch instead of killing the worker (tests/chaos found
+        workers exiting here during a broker outage).
+        """
+        if not self._uninitialised:
+            return True
+        try:
+            self._producer.init_transactions(self._timeout_s)
+        except KafkaException as exc:
+            if not exc.args[0].retriable():
+                raise
+            log.warning("the fresh transactional producer is not ready yet (%s)", exc.args[0])
+            return False
+        self._uninitialised = False
+        return True
 
     def _commit(self) -> None:
         deadline = time.monotonic() + self._timeout_s * 4
