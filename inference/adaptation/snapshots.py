@@ -89,6 +89,11 @@ class SnapshotStore:
         self._key = key
         self.namespace = namespace
         self.prefix = f"sf:{{{namespace}}}:adapt:"
+        # The highest version this store has published or loaded: Redis losing its data
+        # (a restart without persistence, FLUSHALL) resets the counter to 0, and workers
+        # refuse any version below the one they serve, so a learner that outlived the loss
+        # carries on above it instead of starting again at 1.
+        self._floor = 0
 
     @property
     def version_key(self) -> str:
@@ -104,7 +109,19 @@ class SnapshotStore:
     def publish(self, model: Any, meta: Mapping[str, Any], state: Any = None) -> int:
         """Sign and store a new version atomically; the version pointer moves last. The
         signed metadata carries the version and the namespace (see `load`)."""
-        version = int(self._client.incr(self.prefix + "counter"))
+        counter = self.prefix + "counter"
+        version = int(self._client.incr(counter))
+        if version <= self._floor:
+            log.warning(
+                "adaptation snapshot counter was at %d, below version %d published before: "
+                "Redis lost its data; going on from %d",
+                version - 1,
+                self._floor,
+                self._floor + 1,
+            )
+            version = self._floor + 1
+            self._client.set(counter, version)
+        self._floor = version
         bound = {**meta, "version": version, "namespace": self.namespace}
         meta_bytes = orjson.dumps(bound, option=orjson.OPT_SORT_KEYS)
         payload = pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
@@ -154,6 +171,7 @@ class SnapshotStore:
             raise SnapshotRejected(f"snapshot version {version}: learner state bad signature")
         decoded = orjson.loads(meta)
         self._check_binding(version, decoded, allow_unbound=allow_unbound)
+        self._floor = max(self._floor, version)
         # Only now, signed and bound, is anything unpickled.
         state = pickle.loads(state_bytes) if state_bytes is not None else None
         return Snapshot(version, decoded, pickle.loads(payload), state)

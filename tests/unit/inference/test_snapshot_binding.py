@@ -183,3 +183,25 @@ def test_the_learner_is_held_to_the_version_too(client: redis.Redis, unique: str
     copy_snapshot(client, store.snapshot_key(v1), store.snapshot_key(9))
     with pytest.raises(SnapshotRejected, match=f"signed as version {v1}"):
         store.load(9, with_state=True, allow_unbound=True)
+
+
+def test_after_redis_lost_the_snapshots_a_learner_goes_on_above_what_workers_serve(
+    client: redis.Redis, unique: str
+) -> None:
+    store = SnapshotStore(client, unique, KEY.encode())
+    for _ in range(3):
+        served = publish(store, trained(30))
+    alerts = Alerts()
+    adapter = open_adapter(client, unique, alerts)
+    assert adapter.version == str(served)
+    # Redis restarted without its data: every adaptation key is gone, the counter too.
+    lost = [store.prefix + "counter", store.version_key]
+    client.delete(*lost, *(store.snapshot_key(v) for v in range(1, served + 1)))
+
+    after = publish(store, trained(50, seed=3))
+
+    assert after == served + 1, "the counter started again below the served version"
+    event = adapter.poll()
+    assert event is not None and event.ok and adapter.version == str(after)
+    assert alerts == []
+    assert publish(store, trained(10)) == after + 1
