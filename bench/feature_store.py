@@ -37,6 +37,7 @@ from bench.workload import DEMO_SPEC, PARTITIONS, REPO
 from features.redis_store import RedisFeatureStore
 from features.spec import FeatureSpec
 from features.store import FeatureBatch, FeatureResult, Source
+from streams.security.redaction import redact_url
 from streams.spec import load_spec
 from streams.workloads.synthetic import CardPayments
 
@@ -252,10 +253,10 @@ def main(argv: list[str] | None = None) -> int:
     load = os.getloadavg()
     print(
         f"{args.events} events at {args.rate:g}/s of event time in batches of {args.batch} "
-        f"after {args.history} events of history, {args.rounds} rounds, {url}"
+        f"after {args.history} events of history, {args.rounds} rounds, {redact_url(url)}"
     )
     result = compare(client, spec, base, candidate, batches, args.rounds, warm)
-    result["options"] = {**vars(args), "out": str(args.out), "redis": url}
+    result["options"] = {**vars(args), "out": str(args.out), "redis": redact_url(url)}
     result["loadavg_before"] = load
     result["loadavg_after"] = os.getloadavg()
     summary = result["summary"]
