@@ -17,7 +17,7 @@ from pathlib import Path
 
 from tests.chaos.runner import ChaosConfig, ChaosRun
 from tests.chaos.schedule import FaultCounts
-from tests.chaos.stack import own_stack
+from tests.integration.harness import own_stack
 
 MODES = ("exactly_once", "at_least_once")
 

@@ -19,7 +19,7 @@ import pytest
 from streams.stack.local import LocalStack
 from tests.chaos.runner import ChaosConfig, ChaosRun
 from tests.chaos.schedule import FaultCounts
-from tests.chaos.stack import own_stack
+from tests.integration.harness import own_stack
 
 pytestmark = pytest.mark.integration
 

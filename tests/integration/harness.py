@@ -8,13 +8,14 @@ then exactly what any correct worker must have computed, however partitions inte
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import subprocess
 import sys
 import threading
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from features.store import FeatureBatch
 from inference.model_ref import file_sha256
 from streams.ops.topics import ensure_topics, read_topic
 from streams.spec import SNAPSHOT_KEY_ENV, Connections, PipelineSpec, parse_spec
+from streams.stack.local import LocalStack, StackConfig
 from streams.worker.pipeline import RunStats, Worker
 from streams.workloads.producing import produce_events
 from streams.workloads.synthetic import CardPayments
@@ -412,3 +414,26 @@ def partition_owners(conn: Connections, group: str) -> int:
     if description is None or description.state != ConsumerGroupState.STABLE:
         return -1
     return sum(1 for m in description.members if m.assignment.topic_partitions)
+
+
+@contextlib.contextmanager
+def own_stack(home: Path) -> Iterator[LocalStack]:
+    """A Kafka + redis-server of the caller's only, on free ports: its faults (broker stopped,
+    Redis wiped) disturb no other test and no one else's stack; always taken down at the end,
+    also when the caller failed, so no broker outlives the run."""
+    from tests.integration.test_stack import _free_ports
+
+    kafka_port, controller_port, redis_port = _free_ports(3)
+    stack = LocalStack(
+        StackConfig(
+            home=home,
+            kafka_port=kafka_port,
+            controller_port=controller_port,
+            redis_port=redis_port,
+        )
+    )
+    try:
+        stack.up()
+        yield stack
+    finally:
+        stack.down()

@@ -24,9 +24,15 @@ import pytest
 
 from streams.ops.topics import ensure_topics
 from streams.spec import Connections, PipelineSpec
-from streams.stack.local import LocalStack, StackConfig
-from tests.integration.harness import make_spec, produce, synthetic, wait_for, write_spec
-from tests.integration.test_stack import _free_ports
+from streams.stack.local import LocalStack
+from tests.integration.harness import (
+    make_spec,
+    own_stack,
+    produce,
+    synthetic,
+    wait_for,
+    write_spec,
+)
 from tests.integration.worker_procs import PredictionReader, kill_group, log_tail, start_worker
 
 pytestmark = pytest.mark.integration
@@ -44,20 +50,8 @@ STORM_MARKERS = ("Connection refused", "Disconnected", "rdkafka")
 @pytest.fixture(scope="module")
 def outage_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     """A broker and redis-server of this module only: stopping it disturbs no other test."""
-    kafka_port, controller_port, redis_port = _free_ports(3)
-    stack = LocalStack(
-        StackConfig(
-            home=tmp_path_factory.mktemp("outage") / "home",
-            kafka_port=kafka_port,
-            controller_port=controller_port,
-            redis_port=redis_port,
-        )
-    )
-    try:
-        stack.up()
+    with own_stack(tmp_path_factory.mktemp("outage") / "home") as stack:
         yield stack
-    finally:
-        stack.down()  # also when the test failed: no broker outlives the run
 
 
 def test_both_modes_score_everything_soon_after_a_30s_broker_outage(

@@ -73,16 +73,19 @@ def adaptation_spec(
         "metrics_window": "20s",
         **adaptation,
     }
+    topics: dict[str, Any] = {
+        "events": f"ev-{unique}",
+        "predictions": f"pred-{unique}",
+        "dead_letter": f"dlq-{unique}",
+        "labels": f"lab-{unique}",
+        "alerts": f"alert-{unique}",
+        "partitions": partitions,
+    }
+    if adaptation.get("serving") == "replica":
+        topics["examples"] = f"examples-{unique}"  # replicas tail the learner's examples log
     return {
         "name": f"a-{unique}",
-        "topics": {
-            "events": f"ev-{unique}",
-            "predictions": f"pred-{unique}",
-            "dead_letter": f"dlq-{unique}",
-            "labels": f"lab-{unique}",
-            "alerts": f"alert-{unique}",
-            "partitions": partitions,
-        },
+        "topics": topics,
         "event": {
             "id": "event_id",
             "time": {"field": "event_time", "unit": "ms"},

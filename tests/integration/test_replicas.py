@@ -12,25 +12,22 @@ import numpy as np
 import orjson
 import pytest
 import redis
-import yaml
 
 from inference.adaptation import AdaptationTask, Adapter, OnlineLearner, river_predict
-from streams.spec import Connections, PipelineSpec, parse_spec
+from streams.spec import Connections, PipelineSpec
 from streams.worker.examples_log import ExamplesTail, read_since
 from streams.workloads.replay import (
     LabelledRow,
     feature_matrix,
-    hyperplane_drift_rows,
-    train_prefix_model,
 )
 from tests.integration.test_learner import (
     SNAPSHOT_KEY,
     ScoringLoop,
-    adaptation_spec,
     consumed_to,
     create_topic,
     end_offsets,
     produce_labels,
+    setup_pipeline,
     start_learner,
 )
 
@@ -46,19 +43,15 @@ def replica_pipeline(
     """test_learner's pipeline with replica serving and its examples topic."""
     # No periodic snapshot: the checkpoints are the learner's first one and the one it
     # publishes after adopting, on restart, what it learned past its last snapshot.
-    raw = adaptation_spec(
+    return setup_pipeline(
+        tmp_path,
         unique,
-        tmp_path / "model.onnx",
+        n_rows,
+        n_rows,  # no drift: the replicas are compared with the learner, not across a change
+        train_rows,
         serving="replica",
         snapshot={"every_labels": 100_000, "every": "10m"},
     )
-    raw["topics"]["examples"] = f"examples-{unique}"
-    spec_file = tmp_path / "spec.yaml"
-    spec_file.write_text(yaml.safe_dump(raw))
-    spec = parse_spec(raw)
-    rows = hyperplane_drift_rows(n_rows, n_rows, spec=spec, rate=10.0)
-    train_prefix_model(rows, spec, fraction=train_rows / n_rows)
-    return spec, spec_file, rows
 
 
 def replica_adapter(spec: PipelineSpec, conn: Connections) -> Adapter:
