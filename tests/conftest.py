@@ -29,10 +29,11 @@ class Services:
 
 
 def _reachable(services: Services) -> None:
-    import redis
     from confluent_kafka.admin import AdminClient
 
-    redis.Redis.from_url(services.redis_url, socket_timeout=5).ping()
+    from features.redis_connect import connect
+
+    connect(services.redis_url, socket_timeout=5).ping()
     admin = AdminClient({"bootstrap.servers": services.bootstrap})
     admin.list_topics(timeout=15)
 
@@ -76,9 +77,9 @@ def redis_url(request: pytest.FixtureRequest) -> str:
     # Redis-only tests need no broker: an exported URL is used as it is.
     url = os.environ.get("STREAMFER_REDIS_URL")
     if url:
-        import redis
+        from features.redis_connect import connect
 
-        redis.Redis.from_url(url, socket_timeout=5).ping()
+        connect(url, socket_timeout=5).ping()
         return url
     services: Services = request.getfixturevalue("services")
     return services.redis_url
@@ -86,10 +87,10 @@ def redis_url(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def client(redis_url: str) -> Iterator[Any]:
-    """A redis-py client of the test Redis, closed after the test."""
-    import redis
+    """A redis-py client of the test Redis (a RedisCluster for a cluster), closed after."""
+    from features.redis_connect import connect
 
-    client = redis.Redis.from_url(redis_url)
+    client = connect(redis_url)
     yield client
     client.close()
 
@@ -110,9 +111,9 @@ def redis_admin_url(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def admin_client(redis_admin_url: str) -> Iterator[Any]:
     """A redis-py client with every command (PFDEBUG, SCRIPT FLUSH, PTTL on any key)."""
-    import redis
+    from features.redis_connect import connect
 
-    client = redis.Redis.from_url(redis_admin_url)
+    client = connect(redis_admin_url)
     yield client
     client.close()
 
@@ -145,3 +146,13 @@ def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("model") / "card-fraud.onnx"
     spec = make_spec("model", {"path": str(path)})
     return build_demo_model(spec, n_events=4000)
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A real local 3-primary Redis Cluster (tests/cluster_stack.py), one per session, for
+    every directory that asks (contract and integration tests share it); failing, never
+    skipping, when it cannot start."""
+    from tests.cluster_stack import running_cluster
+
+    yield from running_cluster(tmp_path_factory.mktemp("redis-cluster-home"))

@@ -64,18 +64,23 @@ def redis_failure(url: str, exc: BaseException) -> str:
 def check_redis(connections: Connections) -> None:
     """Fail early, naming the cause and the fix, when Redis refuses us or does not answer."""
     import redis
+    from redis.exceptions import RedisClusterException
+
+    from features.redis_connect import connect
 
     url = connections.redis_url
     try:
-        client = redis.Redis.from_url(url, socket_timeout=5)
-    except ValueError as exc:  # a URL redis-py cannot parse
+        client = connect(url, socket_timeout=5)
+    except ValueError as exc:  # a URL redis-py (or its cluster= argument) cannot parse
         raise UserError(
             f"the Redis URL {redact_url(url)} is not understood ({redact(str(exc))}): use "
             "redis://<user>:<password>@host:port/db, or rediss://… for TLS"
         ) from None
+    except (redis.RedisError, RedisClusterException) as exc:  # a cluster connects at once
+        raise UserError(redis_failure(url, exc)) from None
     try:
         client.ping()
-    except redis.RedisError as exc:
+    except (redis.RedisError, RedisClusterException) as exc:
         raise UserError(redis_failure(url, exc)) from None
     finally:
         client.close()

@@ -23,6 +23,7 @@ from streams.stack.config import (
     KAFKA_PORT_ENV,
     KAFKA_SECURE_PORT_ENV,
     PORT_ENVS,
+    REDIS_CLUSTER_PORT_ENV,
     REDIS_PORT_ENV,
     REDIS_TLS_PORT_ENV,
     StackConfig,
@@ -90,6 +91,14 @@ RedisTlsPortOpt = Annotated[
         _DEFAULT.redis_tls_port,
     ),
 ]
+RedisClusterOpt = Annotated[
+    int,
+    typer.Option(
+        "--redis-cluster",
+        help="N Redis Cluster primaries (N >= 3) instead of the single redis-server, ports "
+        f"from env {REDIS_CLUSTER_PORT_ENV} (default {_DEFAULT.redis_cluster_port})",
+    ),
+]
 
 
 def stack_config(
@@ -134,10 +143,13 @@ def up(
     redis_tls_port: RedisTlsPortOpt = None,
     kafka_secure_port: KafkaSecurePortOpt = None,
     secure: SecureOpt = False,
+    redis_cluster: RedisClusterOpt = 0,
 ) -> None:
     """Start a local Kafka (KRaft) broker and redis-server on loopback; idempotent.
 
     Prints the two `export` lines that point streamfer at them: `eval "$(streamfer up)"`.
+    With --redis-cluster N, a local N-primary Redis Cluster replaces the redis-server; the
+    URLs then name its first node, and clients find the others from it.
     """
     from streams.stack.local import LocalStack
 
@@ -150,12 +162,15 @@ def up(
             redis_tls_port=redis_tls_port,
             kafka_secure_port=kafka_secure_port,
         )
-        stack = LocalStack(replace(config, secure=secure))
+        stack = LocalStack(replace(config, secure=secure, redis_cluster=redis_cluster))
         was_running = stack.status().running
         status = stack.up()
         secure_kafka = stack.secure_kafka()
     state = "already running" if was_running else "started"
-    err.print(f"local stack {state}: kafka pid {status.kafka_pid}, redis pid {status.redis_pid}")
+    redis = f"redis pid {status.redis_pid}"
+    if status.redis_cluster_pids:
+        redis = f"redis cluster pids {', '.join(map(str, status.redis_cluster_pids))}"
+    err.print(f"local stack {state}: kafka pid {status.kafka_pid}, {redis}")
     out.print(f"export STREAMFER_BOOTSTRAP={status.bootstrap_servers}")
     # Redis as the `streamfer` ACL user, and as `admin` for tests and operators' admin work.
     out.print(f"export STREAMFER_REDIS_URL={status.redis_url}")
@@ -168,7 +183,7 @@ def up(
 
 
 def down(home: HomeOpt = None) -> None:
-    """Stop the broker and redis-server that `streamfer up` started in this home."""
+    """Stop the broker and redis-server (or cluster) that `streamfer up` started here."""
     from streams.stack.local import LocalStack
 
     with user_errors():
@@ -182,9 +197,12 @@ def status(home: HomeOpt = None) -> None:
 
     with user_errors():
         s = LocalStack(stack_config(home=home)).status()
+    cluster = ""
+    if s.redis_cluster_pids:
+        cluster = f" redis_cluster_pids={','.join(map(str, s.redis_cluster_pids))}"
     out.print(
         f"running={s.running} bootstrap={s.bootstrap_servers} redis={redact_url(s.redis_url)} "
-        f"kafka_pid={s.kafka_pid} redis_pid={s.redis_pid}"
+        f"kafka_pid={s.kafka_pid} redis_pid={s.redis_pid}{cluster}"
     )
     if not s.running:
         raise typer.Exit(1)

@@ -27,6 +27,8 @@ CONTROLLER_PORT_ENV = "STREAMFER_CONTROLLER_PORT"
 REDIS_PORT_ENV = "STREAMFER_REDIS_PORT"
 REDIS_TLS_PORT_ENV = "STREAMFER_REDIS_TLS_PORT"
 KAFKA_SECURE_PORT_ENV = "STREAMFER_KAFKA_SECURE_PORT"
+# `streamfer up --redis-cluster N`: the first node's port; the others, TLS and bus follow it.
+REDIS_CLUSTER_PORT_ENV = "STREAMFER_REDIS_CLUSTER_PORT"
 KAFKA_VERSION_ENV = "STREAMFER_KAFKA_VERSION"
 KAFKA_HOME_ENV = "KAFKA_HOME"
 PORT_ENVS = {
@@ -69,6 +71,9 @@ class StackConfig:
     kafka_version: str = DEFAULT_KAFKA_VERSION
     # `streamfer up --secure`: also the TLS/SASL listeners (Kafka SASL_SSL, Redis TLS port)
     secure: bool = False
+    # `streamfer up --redis-cluster N`: N cluster primaries instead of the single Redis
+    redis_cluster: int = 0
+    redis_cluster_port: int = 7000  # ports from here: clients, then TLS, then the bus
 
     def __post_init__(self) -> None:
         ports = {name: getattr(self, name) for name in PORT_ENVS}
@@ -103,6 +108,8 @@ class StackConfig:
         for key, var in PORT_ENVS.items():
             if (raw := get(var)) is not None:
                 kwargs[key] = parse_port(var, raw)
+        if (cluster_port := get(REDIS_CLUSTER_PORT_ENV)) is not None:
+            kwargs["redis_cluster_port"] = parse_port(REDIS_CLUSTER_PORT_ENV, cluster_port)
         if (kafka_home := get(KAFKA_HOME_ENV)) is not None:
             kwargs["kafka_home"] = Path(kafka_home).expanduser()
         if (version := get(KAFKA_VERSION_ENV)) is not None:
@@ -129,6 +136,7 @@ class StackStatus:
     redis_pid: int | None
     redis_admin_url: str = ""  # as the `admin` ACL user (all commands)
     secure_redis_url: str | None = None  # rediss://, with `streamfer up --secure`
+    redis_cluster_pids: tuple[int, ...] = ()  # `--redis-cluster N`: every node; redis_pid: seed
 
 
 def shipped_file(name: str) -> str:
@@ -161,3 +169,11 @@ def new_cluster_id() -> str:
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
         if not cluster_id.startswith("-"):  # Kafka's own generator avoids these too
             return cluster_id
+
+
+def properties_settings(properties: str) -> list[str]:
+    """The setting lines of a .properties text, without comments and blank lines: what a
+    running broker's config is compared by, so a reworded comment changes nothing."""
+    return [
+        line.strip() for line in properties.splitlines() if line.strip()[:1] not in ("", "#", "!")
+    ]

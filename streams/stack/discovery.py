@@ -66,6 +66,17 @@ def find_redis_server() -> str:
     return redis_server
 
 
+def find_redis_cli() -> str:
+    """The redis-cli binary on PATH (`streamfer up --redis-cluster` creates the cluster with it)."""
+    redis_cli = shutil.which("redis-cli")
+    if redis_cli is None:
+        raise StackError(
+            "redis-cli not found, and `--redis-cluster` needs it to create the cluster: "
+            "apt-get install redis-tools (it comes with redis-server)"
+        )
+    return redis_cli
+
+
 def find_mvn() -> str:
     """The Maven binary on PATH (needed only to fetch Kafka's jars the first time)."""
     mvn = shutil.which("mvn")

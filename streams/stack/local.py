@@ -32,10 +32,11 @@ from streams.stack.config import (
     StackError,
     StackStatus,
     new_cluster_id,
+    properties_settings,
     render_server_properties,
     shipped_file,
 )
-from streams.stack.discovery import find_java, find_redis_server, kafka_classpath
+from streams.stack.discovery import find_java, find_redis_cli, find_redis_server, kafka_classpath
 from streams.stack.kafka_security import (
     KAFKA_USER,
     SecureKafka,
@@ -58,6 +59,12 @@ from streams.stack.processes import (
     spawn_detached,
     stop,
     tail,
+)
+from streams.stack.redis_cluster import (
+    LocalRedisCluster,
+    check_one_redis_kind,
+    cluster_of_home,
+    stop_all,
 )
 from streams.stack.redis_security import (
     ADMIN_USER,
@@ -141,13 +148,15 @@ class LocalStack:
         """Pids of this home's live processes; `running` when both also accept connections."""
         kafka_pid = self._our_pid(self.kafka)
         redis_pid = self._our_pid(self.redis)
-        running = (
-            kafka_pid is not None
-            and redis_pid is not None
-            and accepts(self.config.kafka_port)
-            and accepts(self.config.redis_port)
-            and (not self.config.secure or accepts(self.config.redis_tls_port))
+        redis_serves = accepts(self.config.redis_port) and (
+            not self.config.secure or accepts(self.config.redis_tls_port)
         )
+        if (cluster := self._cluster()) is not None:  # it replaces the single Redis
+            node_pids = cluster.pids()
+            redis_pid, redis_serves = node_pids[0], None not in node_pids
+        running = (
+            kafka_pid is not None and redis_pid is not None and accepts(self.config.kafka_port)
+        ) and redis_serves
         made = self.redis_passwords.exists()
         passwords = ensure_passwords(self.redis_passwords) if made else None
         return self._status(running, kafka_pid, redis_pid, passwords)
@@ -166,26 +175,33 @@ class LocalStack:
             redis_server = find_redis_server()
             kafka_pid = self._our_pid(self.kafka)
             redis_pid = self._our_pid(self.redis)
+            check_one_redis_kind(self.home, self.config.redis_cluster, redis_pid is not None)
+            cluster = self._cluster()
             if kafka_pid is not None:
                 self._check_running_kafka_config()
             if redis_pid is not None:
                 self._check_running_redis_config(redis_pid)
-            to_start = [
-                s for s, pid in ((self.kafka, kafka_pid), (self.redis, redis_pid)) if pid is None
-            ]
+            single = ((self.redis, redis_pid),) if cluster is None else ()
+            to_start = [s for s, pid in ((self.kafka, kafka_pid), *single) if pid is None]
             self._check_ports_free(to_start)
+            if cluster is not None:  # before Kafka starts: a busy port fails fast
+                cluster.check_ports_free()
             fetch_start = time.monotonic()
             classpath = kafka_classpath(self.config) if kafka_pid is None else ""
             deadline += time.monotonic() - fetch_start  # a one-time jar fetch is not startup
 
             started: list[tuple[_Service, int]] = []
             try:
-                if redis_pid is None:
+                if redis_pid is None and cluster is None:
                     redis_pid = self._start_redis(redis_server)
                     started.append((self.redis, redis_pid))
                 if kafka_pid is None:
                     kafka_pid = self._start_kafka(java, classpath, deadline)
                     started.append((self.kafka, kafka_pid))
+                if cluster is not None:  # stops the nodes it started itself if it fails
+                    cluster.up(redis_server, find_redis_cli(), deadline)
+                    redis_pid = cluster.pids()[0]
+                assert redis_pid is not None
                 self._wait_redis(redis_pid, deadline)
                 self._wait_kafka(kafka_pid, deadline)
                 if self.config.secure:
@@ -217,6 +233,12 @@ class LocalStack:
         if self.config.secure:
             ca = self._certificates().ca
             secure_url = redis_url(APP_USER, passwords.streamfer, LOCALHOST, tls_port, ca=ca)
+        if (cluster := self._cluster()) is not None:  # the seed node's URLs
+            urls = cluster.urls(passwords)
+            return StackStatus(
+                running, self.config.bootstrap_servers, urls.url, kafka_pid, redis_pid,
+                urls.admin_url, urls.secure_url, tuple(p for p in cluster.pids() if p),
+            )  # fmt: skip
         return StackStatus(
             running=running,
             bootstrap_servers=self.config.bootstrap_servers,
@@ -271,6 +293,7 @@ class LocalStack:
         with file_lock(self.home / ".lock", deadline, "another `streamfer up/down` on this home"):
             pids = [pid for s in (self.kafka, self.redis) if (pid := self._our_pid(s)) is not None]
             stop(pids, timeout_s=max(deadline - time.monotonic(), 1.0))
+            stop_all(self.home, timeout_s=max(deadline - time.monotonic(), 1.0))
             for service in (self.kafka, self.redis):
                 service.pid_file.unlink(missing_ok=True)
             (self.home / "stack.json").unlink(missing_ok=True)
@@ -281,16 +304,21 @@ class LocalStack:
         """The pid of `service` if its pid file names a live process of this home."""
         return pid_if_ours(service.pid_file, service.marker)
 
+    def _cluster(self) -> LocalRedisCluster | None:
+        """The Redis Cluster asked for (`--redis-cluster N`) or, if none is, the one running."""
+        certs, c = (self._certificates() if self.config.secure else None), self.config
+        return cluster_of_home(self.home, c.redis_cluster, c.redis_cluster_port, certs)
+
     def _check_running_kafka_config(self) -> None:
         try:
             current = self.server_properties.read_text()
         except OSError:
             return
         # Settings, not comments: a reworded template must not disown a running broker.
-        running = _settings(current)
+        running = properties_settings(current)
         # A broker with the SASL_SSL listener serves plaintext clients as well.
         running_secure = any(line.startswith("listener.name.sasl_ssl.") for line in running)
-        if running == _settings(self._server_properties(secure=running_secure)):
+        if running == properties_settings(self._server_properties(secure=running_secure)):
             if self.config.secure and not running_secure:
                 raise StackError(
                     f"the Kafka broker of {self.home} is running without the SASL_SSL listener: "
@@ -482,15 +510,19 @@ class LocalStack:
         return StackError(f"{service.name} {why}\n{tail(list(service.logs))}")
 
     def _wait_redis(self, pid: int, deadline: float) -> None:
-        """Wait until the admin user's PING is answered (on the TLS port too, if asked)."""
+        """Wait until the admin user's PING is answered (on the TLS port too, if asked);
+        for a cluster, its seed node's (the cluster has waited for all its slots)."""
         import redis
+
+        from features.redis_connect import connect, with_cluster_mode
 
         status = self._status(False, None, pid, ensure_passwords(self.redis_passwords))
         urls = [status.redis_admin_url]
         if status.secure_redis_url is not None:
             urls.append(status.secure_redis_url)
         for url in urls:
-            client = redis.Redis.from_url(url, socket_timeout=1.0)
+            # A single server, known: no `INFO cluster` asked while it may not listen yet.
+            client = connect(with_cluster_mode(url, "no"), socket_timeout=1.0)
             try:
                 while True:
                     if not alive(pid):
@@ -563,10 +595,3 @@ class LocalStack:
         tmp = target.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(settings, indent=2) + "\n")
         tmp.replace(target)
-
-
-def _settings(properties: str) -> list[str]:
-    """The setting lines of a .properties text, without comments and blank lines."""
-    return [
-        line.strip() for line in properties.splitlines() if line.strip()[:1] not in ("", "#", "!")
-    ]

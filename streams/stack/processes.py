@@ -185,10 +185,15 @@ def file_lock(path: Path, deadline: float, what: str) -> Iterator[None]:
 
 
 def run_until(
-    command: list[str], deadline: float, what: str, fix: str = ""
+    command: list[str],
+    deadline: float,
+    what: str,
+    fix: str = "",
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run a tool to completion by the monotonic `deadline` (at least 1 s), its output
-    captured; a StackError "`what` timed out[: `fix`]" when it does not finish in time."""
+    captured; a StackError "`what` timed out[: `fix`]" when it does not finish in time.
+    `env` is the tool's whole environment (None: ours), e.g. with a password for it."""
     try:
         return subprocess.run(
             command,
@@ -196,6 +201,7 @@ def run_until(
             text=True,
             timeout=max(deadline - time.monotonic(), 1.0),
             check=False,
+            env=env,
         )
     except subprocess.TimeoutExpired as exc:
         raise StackError(f"{what} timed out" + (f": {fix}" if fix else "")) from exc

@@ -64,8 +64,15 @@ APP_COMMANDS: tuple[str, ...] = (
     # `streamfer rebuild`: wipe one namespace's feature keys
     "scan",
     "unlink",
-    # `bench` reports the server's version and CPU time (read-only; no keys, no config)
+    # `bench` reports the server's version and CPU time (read-only; no keys, no config);
+    # features/redis_connect.py asks `INFO cluster` whether a URL names a cluster
     "info",
+    # redis-py's RedisCluster at start and on every topology refresh: CLUSTER SLOTS (the
+    # slot map) and COMMAND (its key-position table), both read-only introspection; ASKING
+    # before it follows an ASK redirect to a slot's new node while the slot migrates
+    "cluster|slots",
+    "command",
+    "asking",
 )
 
 
