@@ -1,7 +1,8 @@
 """Choose the feature store by URL scheme, as faust chooses its backends.
 
 "memory://" gives the pure in-process `ReferenceFeatureStore`, "redis://" / "rediss://" /
-"unix://" the `RedisFeatureStore`; either way wrapped in a `Featurizer`, so the columns are
+"unix://" the `RedisFeatureStore` (a single Redis or a Redis Cluster, see
+`features.redis_connect`); either way wrapped in a `Featurizer`, so the columns are
 all of `FeatureSpec.names` (aggregations, then transforms).
 """
 
@@ -24,11 +25,10 @@ def open_store(spec: FeatureSpec, url: str, namespace: str = "default") -> Featu
 
         return Featurizer(spec, ReferenceFeatureStore(spec))
     if scheme in ("redis", "rediss", "unix"):
-        import redis
-
+        from features.redis_connect import connect
         from features.redis_store import RedisFeatureStore
 
-        client = redis.Redis.from_url(url)
+        client = connect(url)
         return Featurizer(spec, RedisFeatureStore(spec, client, namespace, owns_client=True))
     raise ValueError(
         f"feature store URL {url!r} not understood: use 'memory://' or 'redis://host:port/db'"

@@ -1,26 +1,28 @@
-"""The state epoch: one key per namespace saying "this feature state is whole".
+"""The state epoch: one key per shard saying "this feature state is whole".
 
 Written by the first batch of a fresh pipeline and by `streamfer rebuild` when it is done;
-checked by `features.lua` on every batch (no extra round trip). Redis losing its data
-(restart without persistence, FLUSHALL, eviction) takes the key with it, so the next batch
-of a worker that saw it, or of a worker whose partitions have history, raises `StateLost`
-instead of serving features computed on empty state. `sf:<ns>:epoch` lies outside the
-feature-state keys proper (`sf:<ns>:{*`, what a rebuild wipes and compares): a rebuild
-sets it to `REBUILDING_EPOCH` first and to a new epoch when done.
+checked by `features.lua` on every batch (no extra round trip). Each of the namespace's
+`features.shards` has its own epoch key, in its own slot (`sf:<ns>:{<shard tag>}:epoch`):
+a Redis (or one cluster node) losing its data (restart without persistence, FLUSHALL,
+eviction) takes its shards' epochs with it, so the next batch of a worker that saw an
+epoch, or of a worker whose partitions have history, raises `StateLost` instead of serving
+features computed on empty state. A rebuild sets every shard's epoch to `REBUILDING_EPOCH`
+first, wipes the other state keys (not the epochs), and writes one new epoch to all shards
+when done.
 """
 
 from __future__ import annotations
 
 import uuid
 
-import redis
+from features.redis_connect import RedisClient
+from features.semantics import LOST_EPOCH, REBUILDING_EPOCH
+from features.shards import epoch_keys
 
-from features.semantics import REBUILDING_EPOCH
 
-
-def epoch_key(namespace: str) -> str:
-    """The epoch's key; without a hash tag, as nothing else is read in its slot."""
-    return f"sf:{namespace}:epoch"
+def epoch_key(namespace: str, shard: int = 0) -> str:
+    """The epoch key of one shard of the namespace."""
+    return epoch_keys(namespace)[shard]
 
 
 def new_epoch() -> str:
@@ -28,20 +30,31 @@ def new_epoch() -> str:
     return uuid.uuid4().hex
 
 
-def read_epoch(client: redis.Redis, namespace: str) -> str | None:
-    """The namespace's epoch, None when the state is gone (or was never written)."""
-    value = client.get(epoch_key(namespace))
-    return None if value is None else value.decode() if isinstance(value, bytes) else str(value)
+def read_epoch(client: RedisClient, namespace: str) -> str | None:
+    """The namespace's epoch as one value: None when any shard's is gone (or was never
+    written), else LOST_EPOCH or REBUILDING_EPOCH if any shard says so, else shard 0's."""
+    values = []
+    for key in epoch_keys(namespace):  # one GET per shard: keys in 16 slots
+        value = client.get(key)
+        if value is None:
+            return None
+        values.append(value.decode() if isinstance(value, bytes) else str(value))
+    for mark in (LOST_EPOCH, REBUILDING_EPOCH):
+        if mark in values:
+            return mark
+    return values[0]
 
 
-def mark_rebuilding(client: redis.Redis, namespace: str) -> None:
+def mark_rebuilding(client: RedisClient, namespace: str) -> None:
     """Hold every guarded batch off the namespace until `write_epoch`: a rebuild running
     (or one that did not finish) is lost state to the workers."""
-    client.set(epoch_key(namespace), REBUILDING_EPOCH)
+    for key in epoch_keys(namespace):
+        client.set(key, REBUILDING_EPOCH)
 
 
-def write_epoch(client: redis.Redis, namespace: str) -> str:
+def write_epoch(client: RedisClient, namespace: str) -> str:
     """Declare the namespace's state whole (after a rebuild): a new epoch, no TTL."""
     epoch = new_epoch()
-    client.set(epoch_key(namespace), epoch)
+    for key in epoch_keys(namespace):
+        client.set(key, epoch)
     return epoch

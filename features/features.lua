@@ -1,8 +1,12 @@
+#!lua flags=allow-cross-slot-keys
 --[[
 features.lua: update and read one micro-batch of feature events, atomically, in one call.
 
-Called by features/redis_store.py as EVALSHA <sha> 0 <config> <batch>, both cjson documents
-(see RedisFeatureStore for their fields and the key layout). The rules are those of
+Called by features/redis_store.py as EVALSHA <sha> 1 <epoch key of the call's first shard>
+<config> <batch>, both cjson documents (see RedisFeatureStore for their fields and
+the key layout). One call covers some of the namespace's 16 shards (on a cluster: those of
+one node; the shebang's flag lets one call touch several slots of its node): the events
+with an entity value in those shards, each entity's columns computed here. The rules are those of
 features/semantics.py and features/reference.py, written the same way: the same integer
 bucket arithmetic and the same float operations in the same order, so both stores read
 bit-identical numbers.
@@ -15,7 +19,14 @@ floor and written back once with SET PX; count_distinct buckets are real HyperLo
 so a busy entity costs O(1) per event, not O(buckets). Returns {rows, flags, epoch}: rows is n*k
 little-endian float64 (Lua numbers returned as replies would be truncated to integers),
 flags one byte per event (1 = late, 2 = replayed), epoch the state's (false unguarded); or
-{'lost', reason} when the state is lost (see the guard), having changed nothing.
+{'lost', reason} when the state is lost (see the guard), having changed nothing. Columns of
+entities that are not in the call's shards hold their empty value (the caller takes them
+from the call of their own shard).
+
+Idempotency is per (shard, source partition): its high-water (highest offset applied) and
+replay records (per event and entity field, that entity's columns and its late bit).
+Every call sets the high-water of each of its shards to the batch's highest offset of each
+partition (`m`), so every shard's high-water covers every batch the workers delivered.
 ]]
 
 local cfg = cjson.decode(ARGV[1])
@@ -26,12 +37,21 @@ local floor = math.floor
 local fmt = string.format
 local call = redis.call
 
-local prefix = cfg.prefix
+local SP = cfg.sp -- per shard (1-based) its key prefix 'sf:<ns>:{<tag>}:'
 local lateness = cfg.lateness
 local aggs = cfg.aggs
 local ents = cfg.ents
 local k = #aggs
 local n_ents = #ents
+-- Per entity field: the pack format of its columns, and where they lie in a row when they
+-- are contiguous there (then a replay record is a substring of the row, no second pack).
+for f = 1, n_ents do
+  local ids = ents[f].aggs
+  ents[f].fmt = '<' .. string.rep('d', #ids)
+  local contiguous = true
+  for j = 2, #ids do contiguous = contiguous and ids[j] == ids[j - 1] + 1 end
+  if contiguous then ents[f].lo, ents[f].hi = ids[1] * 8 - 7, ids[#ids] * 8 end
+end
 local row_fmt = '<' .. string.rep('d', k)
 local flag_char = { [0] = '\0', '\1', '\2', '\3' }
 
@@ -39,8 +59,12 @@ local times = batch.t
 local n = #times
 local E, X, D = batch.e, batch.x, batch.d
 local S, O, P = batch.s, batch.o, batch.p
+local H = batch.h -- per entity field, per event: its value's shard (1-based), 0 when null
+local CS = batch.cs -- the call's shards (1-based)
+local HOME = {} -- events without any entity value: their replay flag is shard 1's
+if batch.hm then for _, i in ipairs(batch.hm) do HOME[i] = true end end
 
--- '}' would end the Cluster hash tag early and '%' is the escape itself.
+-- Kept from the layout with one tag per entity: '%' and '}' stay escaped in key names.
 local function escape(v)
   if string.find(v, '[%%}]') then
     v = string.gsub(v, '%%', '%%25')
@@ -58,10 +82,10 @@ end
 local loaded = {}
 for f = 1, n_ents do loaded[f] = {} end
 
-local function entity(f, v)
+local function entity(f, v, sh)
   local e = loaded[f][v]
   if e then return e end
-  local tag = prefix .. '{' .. ents[f].tag .. '=' .. escape(v) .. '}'
+  local tag = SP[sh] .. ents[f].tag .. '=' .. escape(v)
   local blob = call('GET', tag .. ':s')
   local st
   if blob then st = cmsgpack.unpack(blob) else st = { a = {} } end
@@ -404,91 +428,136 @@ local function decayed(a, s, t, ap, i)
   return 0
 end
 
--- Source partitions: highest applied offset and the replay records of this batch.
+-- Source partitions per shard: high-water (hw: as the events are applied, hw0: as read)
+-- and the replay records this call writes, per record chunk.
 local parts = {}
 local chunk_size = cfg.chunk
 
-local function partition(p)
-  local part = parts[p]
+local function partition(sh, p)
+  local of = parts[sh]
+  if of == nil then of = {}; parts[sh] = of end
+  local part = of[p]
   if part then return part end
-  local tag = prefix .. '{src=' .. P[p] .. '}'
-  local hw = call('GET', tag .. ':hw')
-  part = { tag = tag, hw = hw and tonumber(hw) or nil, dirty = false, recs = {}, chunks = {} }
-  parts[p] = part
+  local key = SP[sh]
+  local hw = call('GET', key .. 'hw:' .. P[p])
+  hw = hw and tonumber(hw) or nil
+  part = { key = key, hw = hw, hw0 = hw, recs = {}, chunks = {} }
+  of[p] = part
   return part
 end
 
--- Lost state (features.semantics.lost_epoch, then behind: same rules, same order), checked
--- before any write. g = { ep = the epoch the caller saw or null, new = the epoch a fresh
--- pipeline writes, f/n = per partition of P its floor (null: no history) and name }; no g
--- (a rebuild) checks nothing and writes no epoch. A stale high-water marks the epoch lost.
+-- Lost state (features.semantics.lost_epoch, then behind: same rules, same order, per
+-- shard of the call), checked before any write. g = { ep = the epoch the caller saw or
+-- null, new = the epoch a fresh pipeline writes, f = per partition of P its floor (null:
+-- no history) }; no g (a rebuild) checks nothing and writes no epoch. A stale high-water
+-- marks the epoch of every shard of the call lost.
+-- Every shard's epoch is read first, guarded or not: on a cluster a shard that is not (or
+-- no longer wholly) on this node fails the call here, before anything is written (Redis
+-- 7.0 lets a call declare keys of one slot only, KEYS[1]; the others are checked here).
+local EK, epochs = {}, {}
+for c, sh in ipairs(CS) do
+  EK[c] = SP[sh] .. 'epoch'
+  epochs[c] = call('GET', EK[c])
+end
 local guard, epoch = batch.g, false
 if guard then
-  epoch = call('GET', cfg.epoch_key)
-  local floors, history, held, lost = guard.f, false, false, nil
+  local floors, history, lost = guard.f, false, nil
   for p = 1, #floors do
-    if floors[p] ~= null then history, held = true, held or partition(p).hw ~= nil end
+    if floors[p] ~= null then history = true end
   end
-  if epoch == cfg.rebuilding then
-    lost = 'a rebuild of the state is running or did not finish'
-  elseif epoch == cfg.lost then
-    lost = 'the state was found older than what was applied (see the first alert)'
-  elseif not epoch and guard.ep ~= null then
-    lost = 'the state epoch ' .. guard.ep .. ' is gone'
-  elseif not epoch and history and not held then
-    lost = 'no state epoch although the partitions were processed before'
+  for c, sh in ipairs(CS) do
+    local ep = epochs[c]
+    local held = false
+    for p = 1, #floors do
+      if floors[p] ~= null then held = held or partition(sh, p).hw ~= nil end
+    end
+    if lost then
+    elseif ep == cfg.rebuilding then
+      lost = 'a rebuild of the state is running or did not finish'
+    elseif ep == cfg.lost then
+      lost = 'the state was found older than what was applied (see the first alert)'
+    elseif not ep and guard.ep ~= null then
+      lost = fmt('the state epoch %s is gone (shard %d)', guard.ep, sh - 1)
+    elseif not ep and history and not held then
+      lost = fmt('no state epoch although the partitions were processed before (shard %d)',
+        sh - 1)
+    end
   end
-  for p = 1, #floors do
-    local f, hw = floors[p], partition(p).hw
-    if not lost and f ~= null and (hw or -1) < f then
-      call('SET', cfg.epoch_key, cfg.lost) -- every worker stops: entities span partitions
-      lost = fmt('%s was applied up to offset %d, the state has %s', guard.n[p], f,
-        hw and fmt('%d', hw) or 'none')
+  for _, sh in ipairs(CS) do
+    for p = 1, #floors do
+      local f, hw = floors[p], partition(sh, p).hw
+      if not lost and f ~= null and (hw or -1) < f then
+        -- every worker stops: entities span partitions, and every call covers every shard
+        for c = 1, #CS do call('SET', EK[c], cfg.lost) end
+        lost = fmt('%s was applied up to offset %d, the state has %s (shard %d)', P[p], f,
+          hw and fmt('%d', hw) or 'none', sh - 1)
+      end
     end
   end
   if lost then return { 'lost', lost } end
-  if not epoch then epoch = guard.new; call('SET', cfg.epoch_key, epoch) end
+  for c = 1, #CS do
+    local ep = epochs[c]
+    if not ep then
+      ep = guard.new
+      call('SET', EK[c], ep)
+    end
+    if not epoch then epoch = ep end
+  end
 end
 
 local rows, flags, vals = {}, {}, {}
+-- Per event, what its entities applied: (shard, partition) state, entity field, late bit;
+-- their high-water marks and replay records are set once the whole event is computed.
+local applied, applied_f, applied_late = {}, {}, {}
 for i = 1, n do
   local t = times[i]
-  local flag = 0
-  local row
-  local replay = false
-  local part, off
-  if S and S[i] > 0 then
-    part = partition(S[i])
-    off = O[i]
+  local replayed, late = false, false
+  local si, off = S and S[i] or 0, nil
+  if si > 0 then off = O[i] end
+  local n_applied = 0
+  if HOME[i] and si > 0 then
+    local part = partition(1, si)
     if part.hw and off <= part.hw then
-      replay = true
-      flag = 2
-      row = part.recs[off]
-      if row == nil then
-        local rec = call('HGET', part.tag .. ':r:' .. fmt('%d', floor(off / chunk_size)),
-          fmt('%d', off))
-        if rec then row = rec end
-      end
-      if row then
-        flag = 2 + string.byte(row, -1)
-        row = string.sub(row, 1, -2)
-      end
+      replayed = true
+    else
+      n_applied = 1
+      applied[1], applied_f[1] = part, false
     end
   end
-  if row == nil then -- a new event, or a replay whose record expired (read only)
-    local late = false
-    for f = 1, n_ents do
-      local ids = ents[f].aggs
-      local v = E[f][i]
-      if v == null then
-        for j = 1, #ids do vals[ids[j]] = aggs[ids[j]].empty end
-      else
-        local e = entity(f, v)
+  for f = 1, n_ents do
+    local ids = ents[f].aggs
+    local v = E[f][i]
+    if v == null then
+      for j = 1, #ids do vals[ids[j]] = aggs[ids[j]].empty end
+    else
+      local sh = H[f][i]
+      local part, replay, rec
+      if si > 0 then
+        part = partition(sh, si)
+        if part.hw and off <= part.hw then
+          replay = true
+          replayed = true
+          local field = fmt('%d:%d', off, f)
+          rec = part.recs[field]
+          if rec == nil then
+            rec = call('HGET', part.key .. 'r:' .. P[si] .. ':' .. fmt('%d', floor(off / chunk_size)),
+              field)
+          end
+        end
+      end
+      if rec then
+        local got = { struct.unpack(ents[f].fmt, rec) }
+        for j = 1, #ids do vals[ids[j]] = got[j] end
+        if string.byte(rec, -1) == 1 then late = true end
+      else -- a new event, or a replay whose record expired (read only)
+        local e = entity(f, v, sh)
         local st = e.st
         local wm = st.w
         local ap = not replay
+        local late_f = false
         if ap and wm and t < wm - lateness then
           ap = false
+          late_f = true
           late = true
         end
         if ap then
@@ -507,26 +576,45 @@ for i = 1, n do
             vals[ids[j]] = decayed(a, states[a.id], t, ap, i)
           end
         end
+        if part and not replay then
+          n_applied = n_applied + 1
+          applied[n_applied], applied_f[n_applied], applied_late[n_applied] = part, f, late_f
+        end
       end
     end
-    row = struct.pack(row_fmt, unpack(vals, 1, k))
-    if late then flag = 1 end
-    if part and not replay then
-      part.hw = off
-      part.dirty = true
-      local rec = row .. flag_char[flag]
-      part.recs[off] = rec
+  end
+  local row = struct.pack(row_fmt, unpack(vals, 1, k))
+  rows[i] = row
+  -- After all of the event's entities: two entities of one shard are one event.
+  for j = 1, n_applied do
+    local part, f = applied[j], applied_f[j]
+    if part.hw == nil or off > part.hw then part.hw = off end
+    if f then
+      local ent = ents[f]
+      local r
+      if ent.lo then
+        r = string.sub(row, ent.lo, ent.hi)
+      else
+        local ids, got = ent.aggs, {}
+        for q = 1, #ids do got[q] = vals[ids[q]] end
+        r = struct.pack(ent.fmt, unpack(got))
+      end
+      r = r .. (applied_late[j] and '\1' or '\0')
+      local field = fmt('%d:%d', off, f)
+      part.recs[field] = r
       local c = floor(off / chunk_size)
       local args = part.chunks[c]
       if args == nil then
         args = {}
         part.chunks[c] = args
       end
-      args[#args + 1] = fmt('%d', off)
-      args[#args + 1] = rec
+      args[#args + 1] = field
+      args[#args + 1] = r
     end
   end
-  rows[i] = row
+  local flag = 0
+  if replayed then flag = 2 end
+  if late then flag = flag + 1 end
   flags[i] = flag_char[flag]
 end
 
@@ -584,14 +672,23 @@ for f = 1, n_ents do
   end
 end
 for key, ttl in pairs(touched) do call('PEXPIRE', key, ttl) end
-for _, part in pairs(parts) do
-  if part.dirty then
-    -- No TTL: a high-water that expired would read as lost state (see the guard above).
-    call('SET', part.tag .. ':hw', fmt('%d', part.hw))
-    for c, args in pairs(part.chunks) do
-      local key = part.tag .. ':r:' .. fmt('%d', c)
-      call('HSET', key, unpack(args))
-      call('PEXPIRE', key, cfg.replay_ttl)
+-- Every shard of the call holds each partition's high-water of the whole batch (a shard
+-- that had no event of it too), so a shard's high-water is never below a delivered offset.
+-- No TTL: a high-water that expired would read as lost state (see the guard above).
+local M = batch.m
+if M then
+  for _, sh in ipairs(CS) do
+    for p = 1, #P do
+      local part = partition(sh, p)
+      local top = M[p]
+      if top ~= null and (part.hw0 == nil or top > part.hw0) then
+        call('SET', part.key .. 'hw:' .. P[p], fmt('%d', top))
+      end
+      for c, args in pairs(part.chunks) do
+        local key = part.key .. 'r:' .. P[p] .. ':' .. fmt('%d', c)
+        call('HSET', key, unpack(args))
+        call('PEXPIRE', key, cfg.replay_ttl)
+      end
     end
   end
 end

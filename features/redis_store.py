@@ -1,30 +1,34 @@
-"""`RedisFeatureStore`: the feature semantics in Redis, one EVALSHA per micro-batch.
+"""`RedisFeatureStore`: the feature semantics in Redis, one EVALSHA per node per micro-batch.
 
-Python's part is small: pull the batch's columns out of the records into one JSON
-document, call `features.lua` once (update + read of every event, atomically), and view
-the reply as a float64 matrix with `np.frombuffer`. The script mirrors
-`ReferenceFeatureStore`; the contract tests hold the two equal.
+Python's part is small: pull the batch's columns out of the records, hash each entity value
+to its shard (`features.shards`), send each node the events with an entity on it as one
+JSON document (`features.shard_calls`: one inline call on a single Redis, one concurrent
+call per node on a cluster), and view the replies as float64 matrices with `np.frombuffer`,
+taking each entity's columns from the call of its shard. The script mirrors
+`ReferenceFeatureStore`; the contract tests hold the two equal, on one Redis and a cluster.
 
-Key layout (`<ns>` is the namespace; every key of one entity shares one Redis Cluster hash
-tag, and each source partition has its own; `}` and `%` inside a tag are written %7D, %25):
+Key layout (`<ns>` the namespace, `{<tag>}` one of its 16 shard tags `{<ns>/<i>.<j>}`, the
+same on a single Redis and a cluster; an entity's keys are in its value's shard, `}` and
+`%` in values are written %7D, %25):
 
-    sf:<ns>:{<entity field>=<value>}:s              string: cmsgpack of the entity's state:
+    sf:<ns>:{<tag>}:<entity field>=<value>:s          string: cmsgpack of the entity's state:
         watermark and, per aggregation id, a flat array of its buckets (first bucket, then
         the values of each bucket up to the newest) or the decayed S, W, T; per
         count_distinct id, the window held by its :u key. PX = entity TTL.
-    sf:<ns>:{<entity field>=<value>}:h:<agg id>:<bucket>
+    sf:<ns>:{<tag>}:<entity field>=<value>:h:<agg id>:<bucket>
         HyperLogLog of one count_distinct bucket (PFADD, merged by PFCOUNT over the window);
         DEL'd once below the retention floor. PX = entity TTL.
-    sf:<ns>:{<entity field>=<value>}:h:<agg id>:u
+    sf:<ns>:{<tag>}:<entity field>=<value>:h:<agg id>:u
         union of the entity's newest window of two or more buckets, once that window was
         read twice (PFMERGE once per window, then PFADD/PFCOUNT), kept across batches; the
         state says which window it holds. PX = entity TTL.
-    sf:<ns>:{src=<topic>/<partition>}:hw            string: highest applied offset.
-        No TTL: its absence means lost state (below), not an idle partition.
-    sf:<ns>:{src=<topic>/<partition>}:r:<offset // 1024>
-        hash: offset → the event's aggregation row (k little-endian float64) + 1 flag byte.
-        PX = replay_ttl, refreshed by every write to the chunk.
-    sf:<ns>:epoch                                    string: the state epoch
+    sf:<ns>:{<tag>}:hw:<topic>/<partition>             string: the shard's high-water of
+        the partition: the highest offset of every batch applied (every call writes it for
+        each of its shards). No TTL: its absence means lost state, not an idle partition.
+    sf:<ns>:{<tag>}:r:<topic>/<partition>:<offset // 1024>
+        hash: "<offset>:<entity field number>" → that entity's columns of the event
+        (little-endian float64) + 1 late byte. PX = replay_ttl, refreshed by every write.
+    sf:<ns>:{<tag>}:epoch                               string: the shard's state epoch
         (`features.epoch`), no TTL. Written by a fresh pipeline's first batch and by
         `streamfer rebuild`; checked by every guarded batch, with the batch's `floors`:
         a lost epoch or a high-water below a floor raises `StateLost`, nothing applied.
@@ -35,9 +39,10 @@ keeps it. The entity TTL is the longest of its aggregations' horizons: window + 
 bucket for windowed ones, 10 half-lives for decayed ones (2^-10 of the weight is left).
 TTLs run on wall-clock time and are refreshed on every write.
 
-Redis Cluster: the script computes its keys server-side and one call touches many entities
-(many slots), so this store runs against a single Redis (standalone or Sentinel-managed).
-Grouping a batch by slot (one call per slot) is not implemented.
+Flags: an event is late when any of its entities was too late, replayed when any of its
+entities' shards had applied its offset already (all do, but after a call that failed on
+one node only). On a cluster a batch is atomic per node, not across nodes: a StateLost on
+one node leaves the other nodes' calls applied (the state is to be rebuilt anyway).
 """
 
 from __future__ import annotations
@@ -48,9 +53,9 @@ from typing import Any
 
 import numpy as np
 import orjson
-import redis
 
-from features.epoch import epoch_key, new_epoch
+from features.epoch import new_epoch
+from features.redis_connect import RedisClient, is_cluster
 from features.semantics import (
     FLAG_LATE,
     FLAG_REPLAYED,
@@ -58,12 +63,14 @@ from features.semantics import (
     REBUILDING_EPOCH,
     RECORD_CHUNK,
 )
+from features.shard_calls import ShardCalls, Shards
+from features.shards import SHARDS, ShardMap, epoch_keys, shard_prefixes, shard_slots
 from features.spec import Aggregation, FeatureSpec
 from features.store import FeatureBatch, FeatureResult, StateLost
 
 
 def _tag_text(text: str) -> str:
-    # '}' would end the hash tag early; '%' is the escape itself.
+    # Kept from the layout with one hash tag per entity, so key names stay as they were.
     return text.replace("%", "%25").replace("}", "%7D")
 
 
@@ -73,20 +80,24 @@ def aggregation_id(agg: Aggregation) -> str:
     return hashlib.sha1(signature.encode()).hexdigest()[:8]
 
 
+def _empty_value(a: Aggregation) -> float:
+    """What an aggregation reads for an event without its entity (as the script's `empty`)."""
+    return a.fill_value if a.agg in ("min", "max", "last", "seconds_since_last") else 0.0
+
+
 def _script_config(spec: FeatureSpec, namespace: str) -> bytes:
-    """The constant half of the script's arguments: aggregations, entities, TTLs."""
+    """The constant half of the script's arguments: aggregations, entities, TTLs, shards."""
     numeric = [a.field for a in spec.aggregations if a.field and a.agg != "count_distinct"]
     distinct = [a.field for a in spec.aggregations if a.field and a.agg == "count_distinct"]
     numeric_index = {f: i + 1 for i, f in enumerate(dict.fromkeys(numeric))}
     distinct_index = {f: i + 1 for i, f in enumerate(dict.fromkeys(distinct))}
     aggs: list[dict[str, Any]] = []
     for a in spec.aggregations:
-        empty = a.fill_value if a.agg in ("min", "max", "last", "seconds_since_last") else 0.0
         entry: dict[str, Any] = {
             "id": aggregation_id(a),
             "kind": a.agg,
             "win": a.windowed,
-            "empty": empty,
+            "empty": _empty_value(a),
             "fill": a.fill_value,
             "num": numeric_index.get(a.field, 0) if a.agg != "count_distinct" else 0,
             "dis": distinct_index.get(a.field, 0) if a.agg == "count_distinct" else 0,
@@ -103,25 +114,48 @@ def _script_config(spec: FeatureSpec, namespace: str) -> bytes:
         ttl = max(spec.aggregations[j].state_ttl_ms(spec.lateness) for j in members)
         ents.append({"tag": _tag_text(field), "aggs": [j + 1 for j in members], "ttl": ttl})
     config = {
-        "prefix": f"sf:{namespace}:",
+        "sp": list(shard_prefixes(namespace)),
         "lateness": spec.lateness,
         "aggs": aggs,
         "ents": ents,
         "chunk": RECORD_CHUNK,
         "replay_ttl": spec.replay_ttl,
-        "epoch_key": epoch_key(namespace),
         "rebuilding": REBUILDING_EPOCH,
         "lost": LOST_EPOCH,
     }
     return orjson.dumps(config)
 
 
+def _client_kwargs(client: RedisClient) -> dict[str, Any]:
+    if is_cluster(client):
+        return dict(client.nodes_manager.connection_kwargs)  # type: ignore[union-attr]
+    return dict(client.connection_pool.connection_kwargs)  # type: ignore[union-attr]
+
+
+class _Columns:
+    """One batch, encoded once: per entity field its values (object array) and shards,
+    the other columns, and the document parts every call shares."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.values: list[np.ndarray] = []
+        self.shards: list[np.ndarray] = []  # int8 per event, -1 for no value
+        self.home = np.zeros(n, dtype=bool)  # no entity value at all
+        self.common: dict[str, Any] = {}
+        self.times = np.zeros(n, dtype=np.int64)
+        self.x: list[np.ndarray] = []
+        self.d: list[np.ndarray] = []
+        self.s: np.ndarray | None = None
+        self.o: np.ndarray | None = None
+
+
 class RedisFeatureStore:
     """Aggregation columns computed in Redis by `features.lua`; see the module docstring.
 
-    `client` must return bytes (decode_responses=False): the reply is binary float64.
-    `owns_client=True` closes the client on `close()`. `guard=False` (a rebuild writing the
-    state anew) neither checks for lost state nor writes the epoch.
+    `client` (`redis.Redis` or `RedisCluster`, see `features.redis_connect.connect`) must
+    return bytes (decode_responses=False): the reply is binary float64. `owns_client=True`
+    closes the client on `close()`. `guard=False` (a rebuild writing the state anew)
+    neither checks for lost state nor writes the epoch.
     """
 
     SCRIPT = importlib.resources.files("features").joinpath("features.lua").read_text()
@@ -129,7 +163,7 @@ class RedisFeatureStore:
     def __init__(
         self,
         spec: FeatureSpec,
-        client: redis.Redis,
+        client: RedisClient,
         namespace: str,
         *,
         owns_client: bool = False,
@@ -140,7 +174,7 @@ class RedisFeatureStore:
                 f"namespace {namespace!r} must be non-empty and without braces "
                 "(braces would become the Redis Cluster hash tag of every key)"
             )
-        if client.connection_pool.connection_kwargs.get("decode_responses"):
+        if _client_kwargs(client).get("decode_responses"):
             raise ValueError(
                 "RedisFeatureStore needs a client with decode_responses=False: the script "
                 "replies with binary float64 rows"
@@ -164,17 +198,45 @@ class RedisFeatureStore:
                 a.field for a in spec.aggregations if a.field and a.agg == "count_distinct"
             )
         )
-        self._sha = client.script_load(self.SCRIPT)
+        # Per entity field, the matrix columns of its aggregations.
+        self._columns = [
+            np.array([j for j, a in enumerate(spec.aggregations) if a.entity == f], dtype=np.intp)
+            for f in self._entities
+        ]
+        self._empty_row = np.array([_empty_value(a) for a in spec.aggregations], dtype=np.float64)
+        self._shard_map = ShardMap(self._entities)
+        self._calls = ShardCalls(client, self.SCRIPT, epoch_keys(namespace), shard_slots(namespace))
 
     def update_and_read(self, batch: FeatureBatch) -> FeatureResult:
-        """One EVALSHA: apply every event in order, read each right after its update."""
+        """Per node one EVALSHA: apply every event in order, read each right after its
+        update; the columns of each entity from the call of its shard."""
         n, k = len(batch.records), len(self.names)
         if n == 0:
             empty = np.zeros(0, dtype=bool)
             return FeatureResult(np.zeros((0, k), dtype=np.float64), empty, empty.copy())
-        rows, flags = self._call(self._encode(batch))
-        values = np.frombuffer(rows, dtype="<f8").reshape(n, k).astype(np.float64)
-        flag = np.frombuffer(flags, dtype=np.uint8)
+        cols = self._encode(batch)
+        replies = self._calls.run(self._config, lambda shards: self._document(cols, shards))
+        lost = [r[1].decode() for _, r in replies if len(r) == 2 and r[0] == b"lost"]
+        if lost:
+            raise StateLost(f"feature state of namespace {self.namespace!r}: {lost[0]}")
+        if len(replies) == 1 and len(replies[0][0]) == SHARDS:  # one call: every column
+            _, (rows, flag_bytes, epoch) = replies[0]
+            self._seen(epoch)
+            values = np.frombuffer(rows, dtype="<f8").reshape(n, k).astype(np.float64)
+            flag = np.frombuffer(flag_bytes, dtype=np.uint8)
+        else:
+            values = np.tile(self._empty_row, (n, 1))
+            flag = np.zeros(n, dtype=np.uint8)
+            for shards, (rows, flag_bytes, epoch) in replies:
+                self._seen(epoch)
+                idx, masks = self._select(cols, shards)
+                if len(idx) == 0:
+                    continue
+                got = np.frombuffer(rows, dtype="<f8").reshape(len(idx), k)
+                flag[idx] |= np.frombuffer(flag_bytes, dtype=np.uint8)
+                for f, columns in enumerate(self._columns):
+                    mine = masks[f][idx]
+                    values[np.ix_(idx[mine], columns)] = got[np.ix_(mine, columns)]
         return FeatureResult(
             values=values,
             late=(flag & FLAG_LATE) != 0,
@@ -182,71 +244,116 @@ class RedisFeatureStore:
         )
 
     def close(self) -> None:
-        """Close the client if this store opened it."""
+        """Stop the call threads; close the client if this store opened it."""
+        self._calls.close()
         if self._owns_client:
             self._client.close()
 
-    def _call(self, batch_json: bytes) -> tuple[bytes, bytes]:
-        try:
-            reply = self._client.evalsha(self._sha, 0, self._config, batch_json)
-        except redis.exceptions.NoScriptError:
-            # The server lost its script cache (restart, SCRIPT FLUSH, failover): reload once.
-            self._sha = self._client.script_load(self.SCRIPT)
-            reply = self._client.evalsha(self._sha, 0, self._config, batch_json)
-        if len(reply) == 2 and reply[0] == b"lost":
-            raise StateLost(f"feature state of namespace {self.namespace!r}: {reply[1].decode()}")
-        rows, flags, epoch = reply
+    def _seen(self, epoch: bytes | None) -> None:
         if epoch is not None:
             self._epoch = epoch.decode()
-        return rows, flags
 
-    def _encode(self, batch: FeatureBatch) -> bytes:
-        """The batch as column lists, one JSON document: the only per-event Python."""
+    def _encode(self, batch: FeatureBatch) -> _Columns:
+        """The batch's columns and shards: the only per-event Python."""
         records = batch.records
-        doc: dict[str, Any] = {
-            "t": np.asarray(batch.event_time_ms, dtype=np.int64).tolist(),
+        cols = _Columns(len(records))
+        cols.times = np.asarray(batch.event_time_ms, dtype=np.int64)
+        home = np.ones(cols.n, dtype=bool)
+        for f in self._entities:
             # Entities are keyed by text: 123 and "123" are one entity.
-            "e": [
-                [
-                    None if (v := r.get(f)) is None else v if type(v) is str else str(v)
-                    for r in records
-                ]
-                for f in self._entities
-            ],
-            # NaN and ±inf become JSON null, i.e. missing, as in the reference.
-            "x": [
-                [None if (v := r.get(f)) is None else float(v) for r in records]
-                for f in self._numeric
-            ],
-            "d": [
-                [
-                    None if (v := r.get(f)) is None else v if type(v) is str else str(v)
-                    for r in records
-                ]
-                for f in self._distinct
-            ],
-        }
-        if batch.sources is not None:
-            partitions: dict[tuple[str, int], int] = {}
-            doc["s"] = [
-                partitions.setdefault((topic, partition), len(partitions) + 1)
-                for topic, partition, _ in batch.sources
+            values = [
+                None if (v := r.get(f)) is None else v if type(v) is str else str(v)
+                for r in records
             ]
-            doc["o"] = [offset for _, _, offset in batch.sources]
-            doc["p"] = [_tag_text(f"{topic}/{partition}") for topic, partition in partitions]
-        else:
-            partitions = {}
+            shards = self._shard_map.shards(f, values)
+            home &= shards < 0
+            column = np.empty(cols.n, dtype=object)
+            column[:] = values
+            cols.values.append(column)
+            cols.shards.append(shards)
+        cols.home = home
+        for f in self._numeric:
+            column = np.empty(cols.n, dtype=object)
+            # NaN and ±inf become JSON null, i.e. missing, as in the reference.
+            column[:] = [None if (v := r.get(f)) is None else float(v) for r in records]
+            cols.x.append(column)
+        for f in self._distinct:
+            column = np.empty(cols.n, dtype=object)
+            column[:] = [
+                None if (v := r.get(f)) is None else v if type(v) is str else str(v)
+                for r in records
+            ]
+            cols.d.append(column)
+        common: dict[str, Any] = {}
+        partitions: dict[tuple[str, int], int] = {}
+        tops: list[int] = []  # per partition of the batch, its highest offset
+        if batch.sources is not None:
+            s = np.empty(cols.n, dtype=np.int64)
+            for i, (topic, partition, offset) in enumerate(batch.sources):
+                p = partitions.setdefault((topic, partition), len(partitions) + 1)
+                s[i] = p
+                if p > len(tops):
+                    tops.append(offset)
+                elif offset > tops[p - 1]:
+                    tops[p - 1] = offset
+            cols.s = s
+            cols.o = np.fromiter((o for _, _, o in batch.sources), dtype=np.int64, count=cols.n)
         if self._guard:
             floors = batch.floors or {}
             # Partitions with a floor but no event in this batch are checked too.
             for tp in floors:
                 partitions.setdefault(tp, len(partitions) + 1)
-            if len(partitions) > len(doc.get("p", ())):
-                doc["p"] = [_tag_text(f"{topic}/{partition}") for topic, partition in partitions]
-            doc["g"] = {
+            common["g"] = {
                 "ep": self._epoch,
                 "new": new_epoch(),
                 "f": [floors.get(tp) for tp in partitions],
-                "n": [f"{topic}/{partition}" for topic, partition in partitions],
             }
+        if partitions:
+            common["p"] = [f"{topic}/{partition}" for topic, partition in partitions]
+            # Partitions with only a floor have no events: their high-water is not written.
+            common["m"] = [*tops, *[None] * (len(partitions) - len(tops))]
+        cols.common = common
+        return cols
+
+    def _select(self, cols: _Columns, shards: Shards) -> tuple[np.ndarray, list[np.ndarray]]:
+        """The events a call over `shards` carries, and per field which values are its."""
+        member = np.zeros(SHARDS + 1, dtype=bool)  # indexed by shard + 1: -1 (no value) → 0
+        member[np.asarray(shards) + 1] = True
+        masks = [member[sh.astype(np.intp) + 1] for sh in cols.shards]
+        wanted = cols.home.copy() if 0 in shards else np.zeros(cols.n, dtype=bool)
+        for m in masks:
+            wanted |= m
+        return np.flatnonzero(wanted), masks
+
+    def _document(self, cols: _Columns, shards: Shards) -> bytes:
+        """The batch document of one call: its events, their values in its shards."""
+        doc: dict[str, Any] = dict(cols.common)
+        doc["cs"] = [s + 1 for s in shards]
+        if len(shards) == SHARDS:
+            doc["t"] = cols.times.tolist()
+            doc["e"] = [v.tolist() for v in cols.values]
+            doc["h"] = [(sh.astype(np.int64) + 1).tolist() for sh in cols.shards]
+            doc["x"] = [v.tolist() for v in cols.x]
+            doc["d"] = [v.tolist() for v in cols.d]
+            home = np.flatnonzero(cols.home)
+            if cols.s is not None and cols.o is not None:
+                doc["s"], doc["o"] = cols.s.tolist(), cols.o.tolist()
+        else:
+            idx, masks = self._select(cols, shards)
+            doc["t"] = cols.times[idx].tolist()
+            e, h = [], []
+            for values, sh, m in zip(cols.values, cols.shards, masks, strict=True):
+                mine = m[idx]
+                picked = values[idx]
+                picked[~mine] = None
+                e.append(picked.tolist())
+                h.append(np.where(mine, sh[idx].astype(np.int64) + 1, 0).tolist())
+            doc["e"], doc["h"] = e, h
+            doc["x"] = [v[idx].tolist() for v in cols.x]
+            doc["d"] = [v[idx].tolist() for v in cols.d]
+            home = np.flatnonzero(cols.home[idx]) if 0 in shards else np.zeros(0, np.intp)
+            if cols.s is not None and cols.o is not None:
+                doc["s"], doc["o"] = cols.s[idx].tolist(), cols.o[idx].tolist()
+        if len(home):
+            doc["hm"] = (home + 1).tolist()
         return orjson.dumps(doc)

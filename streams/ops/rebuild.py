@@ -36,9 +36,9 @@ from streams.spec import Connections, PipelineSpec
 from streams.worker.kafka_log import COMMAND_LINK, quiet_consumer
 
 if TYPE_CHECKING:  # the real imports are in the functions: `streamfer --help` stays fast
-    import redis
     from confluent_kafka import Consumer, Message
 
+    from features.redis_connect import RedisClient
     from features.store import FeatureBatch, FeatureStore
 
 # Reasons the worker judged against its wall clock or its Redis script, which a rebuild
@@ -143,15 +143,20 @@ def plan_rebuild(
     return RebuildPlan(topic, group, tuple(ranges))
 
 
-def wipe_feature_state(client: redis.Redis, namespace: str) -> int:
-    """Delete the feature-store keys of `namespace` (`sf:<ns>:{…}`), nothing else.
+def wipe_feature_state(client: RedisClient, namespace: str) -> int:
+    """Delete the feature-store keys of `namespace` (`sf:<ns>:{…}`) but the shards' epochs
+    (they hold the rebuilding mark), nothing else; on a cluster, on every primary.
 
-    The prediction log (`sf:{<ns>}:pl…`) and other namespaces are not touched.
+    The prediction log (`sf:<ns>:plh:{…}`, and the earlier `sf:{<ns>}:pl…`) and other
+    namespaces are not touched.
     """
     escaped = "".join("\\" + c if c in "*?[]\\" else c for c in namespace)
     deleted = 0
     batch: list[bytes] = []
+    # RedisCluster.scan_iter walks every primary; keys of many slots are unlinked per slot.
     for key in client.scan_iter(match=f"sf:{escaped}:{{*", count=1000):
+        if key.endswith(b":epoch"):
+            continue
         batch.append(key)
         if len(batch) >= 1000:
             deleted += int(client.unlink(*batch))
@@ -164,12 +169,11 @@ def wipe_feature_state(client: redis.Redis, namespace: str) -> int:
 def _state_lost(connections: Connections, namespace: str) -> bool:
     """The namespace has no state epoch, or one marking it lost or rebuilding: guarded
     workers are paused on it."""
-    import redis
-
     from features.epoch import read_epoch
+    from features.redis_connect import connect
     from features.semantics import LOST_EPOCH, REBUILDING_EPOCH
 
-    client = redis.Redis.from_url(connections.redis_url, socket_timeout=30)
+    client = connect(connections.redis_url, socket_timeout=30)
     try:
         return read_epoch(client, namespace) in (None, LOST_EPOCH, REBUILDING_EPOCH)
     finally:
@@ -312,9 +316,8 @@ def rebuild_state(
     batch_size: int | None = None,
 ) -> RebuildResult:
     """Replay the events topic into the spec's Redis feature namespace; see the module doc."""
-    import redis
-
     from features.epoch import mark_rebuilding, write_epoch
+    from features.redis_connect import connect
     from features.redis_store import RedisFeatureStore
     from features.store import FeatureBatch
     from streams.events.codec import decode_batch
@@ -336,7 +339,7 @@ def rebuild_state(
     if on_plan is not None:
         on_plan(plan)
     result = RebuildResult(plan)
-    client = redis.Redis.from_url(connections.redis_url, socket_timeout=30)
+    client = connect(connections.redis_url, socket_timeout=30)
     try:
         client.ping()
         # Guarded batches see lost state from here until the rebuild is done (the wipe
@@ -353,7 +356,7 @@ def rebuild_state(
     # Unguarded: it writes the state anew (and no epoch) under the rebuilding mark.
     store = RedisFeatureStore(
         spec.features,
-        redis.Redis.from_url(connections.redis_url, socket_timeout=30),
+        connect(connections.redis_url, socket_timeout=30),
         spec.namespace,
         owns_client=True,
         guard=False,
@@ -379,7 +382,7 @@ def rebuild_state(
             reporter.advance(len(messages))
     finally:
         store.close()
-    client = redis.Redis.from_url(connections.redis_url, socket_timeout=30)
+    client = connect(connections.redis_url, socket_timeout=30)
     try:
         write_epoch(client, spec.namespace)  # the state is whole: paused workers resume
     finally:

@@ -1,12 +1,12 @@
 """Never score on lost feature state: what the worker knows the state holds, and the alarm.
 
-The store checks (inside its one script call per batch, see `features.epoch`) that its
-epoch is still there and that each partition's high-water is not below what the worker
-knows was applied. `AppliedOffsets` supplies that knowledge as the batch's `floors`: per
-partition the highest offset of a batch this worker delivered, or -1 for a partition its
-group committed before (history, no offset known). `StateLossAlarm` is what the worker
-does about `StateLost`: one log line naming the fix, one alert, a gauge; cleared when a
-batch goes through again (the state was rebuilt).
+The store checks (inside its script call per batch and node, see `features.epoch`) that
+every feature shard's epoch is still there and that each shard's high-water of each
+partition is not below what the worker knows was applied. `AppliedOffsets` supplies that
+knowledge as the batch's `floors`: per partition the highest offset of a batch this worker
+delivered, or -1 for a partition its group committed before (history, no offset known).
+`StateLossAlarm` is what the worker does about `StateLost`: one log line naming the fix,
+one alert, a gauge; cleared when a batch goes through again (the state was rebuilt).
 """
 
 from __future__ import annotations

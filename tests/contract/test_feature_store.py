@@ -1,4 +1,5 @@
-"""One feature-store contract, run against the reference (memory://) and Redis (redis://).
+"""One feature-store contract, run against the reference (memory://), a single Redis and a
+3-primary Redis Cluster (the `redis_cluster` fixture).
 
 Then property tests: random event streams (several entities, out-of-order and too-late
 events, random batch splits, replays of earlier sources) must give Redis exactly the
@@ -20,10 +21,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from features.backends import open_store
-from features.epoch import epoch_key, read_epoch, write_epoch
+from features.epoch import read_epoch, write_epoch
 from features.featurizer import Featurizer
+from features.redis_connect import connect
 from features.redis_store import RedisFeatureStore
 from features.reference import ReferenceFeatureStore
+from features.shards import SHARDS, epoch_keys, shard_of, shard_tags
 from features.spec import FeatureSpec
 from features.store import FeatureBatch, FeatureResult, FeatureStore, Source, StateLost
 
@@ -147,22 +150,29 @@ class Stores:
             store = Featurizer(spec, ReferenceFeatureStore(spec, clock=clock))
             self._clocks[id(store)] = clock
         else:
-            store = open_store(spec, self._request.getfixturevalue("redis_url"), namespace)
+            store = open_store(spec, self._url(admin=False), namespace)
         self._namespaces[id(store)] = namespace
         self.opened.append(store)
         return store
+
+    def _url(self, *, admin: bool) -> str:
+        if self.kind == "cluster":
+            cluster = self._request.getfixturevalue("redis_cluster")
+            return str(cluster.admin_url if admin else cluster.url)
+        return str(self._request.getfixturevalue("redis_admin_url" if admin else "redis_url"))
 
     def expire_replay_records(self, store: FeatureStore, ttl_ms: int, partition: int) -> None:
         if self.kind == "memory":
             self._clocks[id(store)].now += ttl_ms / 1000
             return
-        # EXISTS is no command of the streamfer user's: the admin user looks.
-        client = redis.Redis.from_url(self._request.getfixturevalue("redis_admin_url"))
-        key = f"sf:{self._namespaces[id(store)]}:{{src=events/{partition}}}:r:0"
+        # EXISTS is no command of the streamfer user's: the admin user looks, in every shard.
+        client = connect(self._url(admin=True))
+        namespace = self._namespaces[id(store)]
+        keys = [f"sf:{namespace}:{{{t}}}:r:events/{partition}:0" for t in shard_tags(namespace)]
         deadline = time.monotonic() + ttl_ms / 1000 + 10
         try:
-            while client.exists(key):
-                assert time.monotonic() < deadline, f"Redis kept {key} past its TTL"
+            while any(client.exists(key) for key in keys):
+                assert time.monotonic() < deadline, "Redis kept replay records past their TTL"
                 time.sleep(0.05)
         finally:
             client.close()
@@ -175,11 +185,12 @@ class Stores:
             assert isinstance(store.aggregations, ReferenceFeatureStore)
             store.aggregations.drop_state()
             return
-        client = redis.Redis.from_url(self._request.getfixturevalue("redis_admin_url"))
+        client = connect(self._url(admin=True))
         try:
             keys = list(client.scan_iter(f"sf:{self._namespaces[id(store)]}:*", count=1000))
             assert keys, "the store wrote nothing to lose"
-            client.delete(*keys)
+            for key in keys:  # keys of many slots: one by one on a cluster
+                client.delete(key)
         finally:
             client.close()
 
@@ -187,7 +198,13 @@ class Stores:
 OpenStore = Stores
 
 
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.integration)])
+@pytest.fixture(
+    params=[
+        "memory",
+        pytest.param("redis", marks=pytest.mark.integration),
+        pytest.param("cluster", marks=pytest.mark.integration),
+    ]
+)
 def open_(request: pytest.FixtureRequest) -> Iterator[Stores]:
     """Opens stores of the parametrized kind, each in a fresh namespace; closes them after."""
     stores = Stores(request.param, request)
@@ -495,7 +512,8 @@ def test_redis_epoch_is_written_by_the_first_batch_and_a_rebuild_re_arms_the_sto
     store = RedisFeatureStore(SPEC, client, unique)
     store.update_and_read(FeatureBatch([ev(T0)[1]], [T0], src(0)))
     first = read_epoch(client, unique)
-    assert first is not None and admin_client.pttl(epoch_key(unique)) == -1  # no TTL
+    assert first is not None
+    assert all(admin_client.pttl(k) == -1 for k in epoch_keys(unique))  # no TTL
     admin_client.delete(*admin_client.scan_iter(f"sf:{unique}:*"))
     with pytest.raises(StateLost, match=f"namespace '{unique}'"):
         store.update_and_read(FeatureBatch([ev(T0 + S)[1]], [T0 + S], src(1)))
@@ -516,23 +534,30 @@ def test_redis_state_behind_marks_the_epoch_lost_and_writes_nothing(
 ) -> None:
     store = RedisFeatureStore(SPEC, client, unique)
     store.update_and_read(FeatureBatch([ev(T0)[1]], [T0], src(0)))
-    before = {k: admin_client.dump(k) for k in admin_client.scan_iter(f"sf:{unique}:{{*")}
+
+    def state() -> dict[bytes, Any]:
+        keys = admin_client.scan_iter(f"sf:{unique}:{{*")
+        return {k: admin_client.dump(k) for k in keys if not k.endswith(b":epoch")}
+
+    before = state()
     with pytest.raises(StateLost, match="events/0 was applied up to offset 5"):
         store.update_and_read(FeatureBatch([ev(T0 + S)[1]], [T0 + S], src(6), {("events", 0): 5}))
     assert read_epoch(client, unique) == "lost"
-    assert {k: admin_client.dump(k) for k in admin_client.scan_iter(f"sf:{unique}:{{*")} == before
+    assert state() == before
 
 
 @pytest.mark.integration
-def test_redis_state_written_before_epochs_existed_is_adopted(
+def test_redis_state_of_the_layout_before_shards_is_lost_state(
     client: redis.Redis, admin_client: redis.Redis, unique: str
 ) -> None:
-    first = FeatureBatch([ev(T0)[1]], [T0], src(0))
-    RedisFeatureStore(SPEC, client, unique).update_and_read(first)
-    admin_client.delete(epoch_key(unique))  # as a store of the previous release left it
+    # What a store of the previous release left: a high-water and an epoch outside the
+    # shards. It is not read: the partition's history without a state epoch is lost state.
+    admin_client.set(f"sf:{unique}:{{src=events/0}}:hw", "0")
+    admin_client.set(f"sf:{unique}:epoch", "e0")
     store = RedisFeatureStore(SPEC, client, unique)
     batch = FeatureBatch([ev(T0 + S)[1]], [T0 + S], src(1), {("events", 0): 0})
-    assert store.update_and_read(batch).values[0, SPEC.names.index("n")] == 2
+    with pytest.raises(StateLost, match="no state epoch although the partitions were processed"):
+        store.update_and_read(batch)
 
 
 @pytest.mark.integration
@@ -553,19 +578,28 @@ def test_redis_reloads_the_script_after_a_script_flush(
 
 
 @pytest.mark.integration
-def test_redis_keys_carry_one_hash_tag_per_entity_and_partition(
+def test_redis_keys_lie_in_the_shard_of_their_entity_value(
     client: redis.Redis, admin_client: redis.Redis, unique: str
 ) -> None:
     store = RedisFeatureStore(SPEC, client, unique)
     store.update_and_read(FeatureBatch([ev(T0, card="a}b")[1]], [T0], src(0)))
     keys = sorted(k.decode() for k in admin_client.scan_iter(f"sf:{unique}:*"))
-    assert epoch_key(unique) in keys  # no hash tag: read alone
-    tags = {k.split("{", 1)[1].split("}", 1)[0] for k in keys if k != epoch_key(unique)}
-    assert tags == {"card=a%7Db", "merchant=m1", "src=events/0"}
-    # The epoch and the high-water never expire: their absence means lost state.
-    lasting = {epoch_key(unique), f"sf:{unique}:{{src=events/0}}:hw"}
+    tags = shard_tags(unique)
+    card, merchant = tags[shard_of("card", "a}b")], tags[shard_of("merchant", "m1")]
+    entity_keys = {k for k in keys if "=" in k}
+    assert {k.split("}", 1)[0] for k in entity_keys} == {
+        f"sf:{unique}:{{{card}",
+        f"sf:{unique}:{{{merchant}",
+    }
+    assert f"sf:{unique}:{{{card}}}:card=a%7Db:s" in entity_keys
+    # Every shard has its epoch and the partition's high-water; they never expire: their
+    # absence means lost state. The replay records are in the shards of the entities.
+    lasting = set(epoch_keys(unique)) | {f"sf:{unique}:{{{t}}}:hw:events/0" for t in tags}
+    assert lasting <= set(keys) and len(lasting) == 2 * SHARDS
     assert all(admin_client.pttl(k) == -1 for k in lasting)
     assert all(admin_client.pttl(k) > 0 for k in keys if k not in lasting)
+    records = {k for k in keys if ":r:" in k}
+    assert records == {f"sf:{unique}:{{{t}}}:r:events/0:0" for t in {card, merchant}}
 
 
 @pytest.mark.integration
@@ -617,9 +651,13 @@ def _assert_same(redis_result: FeatureResult, reference_result: FeatureResult) -
     np.testing.assert_array_equal(redis_result.replayed, reference_result.replayed)
 
 
-@pytest.fixture(scope="module")
-def module_client(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
+@pytest.fixture(scope="module", params=["redis", "cluster"])
+def module_client(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """A client of the single Redis, then of the cluster."""
+    if request.param == "cluster":
+        client = connect(request.getfixturevalue("redis_cluster").url)
+    else:
+        client = connect(request.getfixturevalue("redis_url"))
     yield client
     client.close()
 

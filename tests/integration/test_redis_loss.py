@@ -43,7 +43,7 @@ def lose_namespace(admin: redis.Redis, namespace: str) -> int:
 def roll_back_high_waters(admin: redis.Redis, namespace: str) -> int:
     """What a failover to a replica that missed the last writes does: the state (epoch
     included) is there, but older than what the worker applied and delivered."""
-    keys = list(admin.scan_iter(match=f"sf:{namespace}:{{src=*}}:hw", count=1000))
+    keys = list(admin.scan_iter(match=f"sf:{namespace}:{{*}}:hw:*", count=1000))
     assert keys, "the worker wrote no high-water marks"
     for key in keys:
         admin.set(key, int(admin.get(key)) - 50)
