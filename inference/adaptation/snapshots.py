@@ -6,7 +6,9 @@ workers (`STREAMFER_SNAPSHOT_KEY`, passed in with the connection settings); it i
 snapshot's version and its pipeline (the Redis namespace), so a signed snapshot copied under
 another version number or into another pipeline's keys is refused, not served.
 
-Redis keys (the namespace is the hash tag, so one Redis Cluster slot holds them all):
+Redis keys (the namespace is the hash tag, so one Redis Cluster slot holds them all, and
+the publish is one MULTI/EXEC on a single Redis and on a cluster alike: redis-py's cluster
+pipeline runs a transaction whose keys share a slot on that slot's node):
     sf:{<ns>}:adapt:version       latest published version (int)
     sf:{<ns>}:adapt:snap:<v>      hash: meta (JSON), model (pickle), sig, state, state_sig
 Older versions expire `SNAPSHOT_GRACE_S` after a newer one is published, so a worker that
@@ -24,7 +26,8 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import orjson
-import redis
+
+from features.redis_connect import RedisClient
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +87,7 @@ class Snapshot:
 class SnapshotStore:
     """Publish and load signed snapshots of one namespace."""
 
-    def __init__(self, client: redis.Redis, namespace: str, key: bytes) -> None:
+    def __init__(self, client: RedisClient, namespace: str, key: bytes) -> None:
         self._client = client
         self._key = key
         self.namespace = namespace

@@ -42,6 +42,7 @@ def learn(
 ) -> None:
     """Learn from delayed labels (River, online), publish signed snapshots, watch for drift."""
     import redis
+    from redis.exceptions import RedisClusterException
     from rich.markup import escape
 
     from streams.cli.redis_check import check_redis, redis_failure
@@ -78,7 +79,7 @@ def learn(
                 soft_wrap=True,
             )
             learner.run()
-        except redis.ConnectionError as exc:
+        except (redis.ConnectionError, RedisClusterException) as exc:  # a cluster's nodes all down
             err.print(
                 f"[bold red]error:[/] {escape(redis_failure(connections.redis_url, exc))}",
                 highlight=False,

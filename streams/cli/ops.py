@@ -104,6 +104,7 @@ def rebuild(
     they continue from their committed offsets on the rebuilt state.
     """
     import redis
+    from redis.exceptions import RedisClusterException
     from rich.markup import escape
 
     from streams.cli.redis_check import check_redis, redis_failure
@@ -138,7 +139,7 @@ def rebuild(
                 progress=bar,
                 on_plan=announce,
             )
-    except redis.RedisError as exc:
+    except (redis.RedisError, RedisClusterException) as exc:  # a cluster's nodes all down
         why = escape(redis_failure(connections.redis_url, exc))
         err.print(f"[bold red]error:[/] {why}", highlight=False)
         raise typer.Exit(2) from None

@@ -17,7 +17,12 @@ BootstrapOpt = Annotated[
     typer.Option("--bootstrap", help="Kafka bootstrap servers (env STREAMFER_BOOTSTRAP)"),
 ]
 RedisOpt = Annotated[
-    str | None, typer.Option("--redis-url", help="Redis URL (env STREAMFER_REDIS_URL)")
+    str | None,
+    typer.Option(
+        "--redis-url",
+        help="Redis URL (env STREAMFER_REDIS_URL): one server, or any node of a Redis "
+        "Cluster (found by asking it; ?cluster=yes|no says so)",
+    ),
 ]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="log at INFO")]
 JsonOpt = Annotated[

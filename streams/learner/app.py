@@ -40,6 +40,7 @@ from prometheus_client import generate_latest
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
+from features.redis_connect import connect
 from inference.adaptation import (
     AdaptationMode,
     AdaptationSpec,
@@ -118,8 +119,9 @@ class Learner:
         self.app_id = f"streamfer-learn-{spec.namespace}"
         self.web_port = options.web_port or free_port(options.web_host)
         # A Redis restart (refused connections, then LOADING while it reads its AOF) is
-        # waited out, about 30 s, instead of crashing the app (found by tests/chaos).
-        self.redis = redis.Redis.from_url(
+        # waited out, about 30 s, instead of crashing the app (found by tests/chaos). On a
+        # Redis Cluster the same retry covers MOVED/ASK and a failover.
+        self.redis = connect(
             connections.redis_url,
             socket_timeout=10,
             retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), 40),

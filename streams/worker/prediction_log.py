@@ -14,18 +14,24 @@ are stored once per feature set (keyed by a hash of the names) instead of in eve
 An entry is packed, not JSON: a magic prefix, a small JSON header shared by the whole batch
 (feature set, score names, versions), then one little-endian float64 row: the features,
 the scores, the event time. Building it is a bytes slice and a concatenation per event
-(JSON cost ~6 µs of Python per event), and NaN survives the round trip. Entries written as
-JSON by earlier versions are still read, and so are the one-key-per-event entries of earlier
-versions (`sf:{<ns>}:pl:<event_id>`, read for the ids no hash holds), so a rolling upgrade
-loses no join as long as the learner is upgraded first.
+(JSON cost ~6 µs of Python per event), and NaN survives the round trip.
 
-Key layout: `sf:{<ns>}:plh:<slot>:<shard>` (hash: event id → entry; slot = wall-clock ms //
-slot length), `sf:{<ns>}:pl:<event_id>` (earlier versions, read only) and
-`sf:{<ns>}:featureset:<id>`. The hash tag is the namespace, so in Redis Cluster a batch's
-writes (and the learner's batched reads) go to one slot, one node, one round trip; spread
-namespaces across pipelines to spread load. At R events/s a hash holds about
-R × horizon / 128 entries, freed at once when it expires: at high rates give Redis
-`lazyfree-lazy-expire yes` so that this happens off its main thread.
+Key layout: `sf:<ns>:plh:{<tag>}:<slot>` (hash: event id → entry; slot = wall-clock ms //
+slot length; one hash tag per shard, `SHARD_TAGS`) and `sf:{<ns>}:featureset:<id>`. Each
+shard's tag is chosen so that its Redis Cluster slot lies in the middle of its own 1/32 of
+the 16384 slots: the shards spread evenly over the nodes of any cluster whose slots are
+split evenly (11/10/11 over 3 primaries), instead of every write going to the one node of
+the namespace's slot. The write pipeline and the learner's reads are then one round trip per
+node (redis-py's cluster pipeline groups the commands by node); on a single Redis nothing
+changes. At R events/s a hash holds about R × horizon / 128 entries, freed at once when it
+expires: at high rates give Redis `lazyfree-lazy-expire yes` so that this happens off its
+main thread.
+
+Upgrading: the learner also reads the layouts of earlier versions, for the ids the current
+one does not hold: the namespace-tagged hashes `sf:{<ns>}:plh:<slot>:<shard>` and the
+one-key-per-event entries `sf:{<ns>}:pl:<event_id>` (packed, or JSON). So a rolling upgrade
+loses no join as long as the learner is upgraded first; an earlier worker's entries are
+joined until they expire, a label horizon (and a quarter) after that worker stopped.
 """
 
 from __future__ import annotations
@@ -40,7 +46,9 @@ from typing import Any
 
 import numpy as np
 import orjson
-import redis
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
+
+from features.redis_connect import RedisClient
 
 SHARDS = 32
 """Hashes per slot: a batch writes each with one HSET and reads each with one HMGET per slot;
@@ -52,6 +60,25 @@ SLOTS_PER_HORIZON = 4
 # Starts with a NUL byte, which no JSON document (the earlier format) can.
 _MAGIC = b"\x00sfpl1"
 _HEADER_AT = len(_MAGIC) + 2  # after the magic: the header's length, uint16 little-endian
+
+
+def _shard_tags() -> tuple[str, ...]:
+    """Per shard, the first tag `pl<shard>.<n>` whose cluster slot lies within an eighth of
+    its part's width of the middle of that shard's 1/SHARDS of the slots. The middle, not
+    anywhere in the part: nodes split the slots evenly (5461 each of 3), so a part's edges
+    may fall on either side of a node boundary, its middle does not (a few ms at import)."""
+    width = REDIS_CLUSTER_HASH_SLOTS // SHARDS
+    tags = []
+    for shard in range(SHARDS):
+        middle, n = shard * width + width // 2, 0
+        while abs(key_slot(f"pl{shard}.{n}".encode()) - middle) > width // 8:
+            n += 1
+        tags.append(f"pl{shard}.{n}")
+    return tuple(tags)
+
+
+SHARD_TAGS = _shard_tags()
+"""The hash tag of each shard's hashes: the writer and the learner derive the same ones."""
 
 
 def shard_of(event_id: str) -> int:
@@ -72,7 +99,7 @@ class LoggedPrediction:
 class PredictionLog:
     def __init__(
         self,
-        client: redis.Redis,
+        client: RedisClient,
         namespace: str,
         feature_names: Sequence[str],
         horizon_ms: int,
@@ -80,8 +107,12 @@ class PredictionLog:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._client = client
-        self._prefix = f"sf:{{{namespace}}}:pl:"  # one key per event: earlier versions
-        self._hash_prefix = f"sf:{{{namespace}}}:plh:"
+        # Per shard, the prefix of its hashes (the slot follows).
+        self._hash_prefixes = tuple(f"sf:{namespace}:plh:{{{tag}}}:" for tag in SHARD_TAGS)
+        # Earlier versions' layouts, read only: hashes of the namespace's one slot, one key
+        # per event.
+        self._ns_hash_prefix = f"sf:{{{namespace}}}:plh:"
+        self._prefix = f"sf:{{{namespace}}}:pl:"
         self._slot_ms = max(horizon_ms // SLOTS_PER_HORIZON, 1_000)
         self._clock = clock
         self._names = tuple(feature_names)
@@ -136,7 +167,7 @@ class PredictionLog:
         # A pipeline, no script: the entries would be copied into Lua and out again.
         pipe = client.pipeline(transaction=False)
         for shard, pairs in shards.items():
-            key = f"{self._hash_prefix}{slot}:{shard}"
+            key = f"{self._hash_prefixes[shard]}{slot}"
             pipe.execute_command("HSET", key, *pairs)
             pipe.pexpire(key, ttl)
         pipe.execute()
@@ -159,8 +190,9 @@ class PredictionLog:
     def _read_raw(self, event_ids: Sequence[str]) -> list[bytes | None]:
         """Each id's entry from its shard's hash in the current slot (one pipeline of HMGET,
         one per shard), then, for the ids not there, in every other slot that can still hold
-        it (one more pipeline), then from the one-key entries of earlier versions (MGET). No
-        script: entries would be copied into Lua and out again."""
+        it and in the namespace-tagged hashes of the earlier layout (one more pipeline), then
+        from the one-key entries of earlier versions (MGET). No script: entries would be
+        copied into Lua and out again."""
         if not event_ids:
             return []
         now_ms = int(self._clock() * 1000)
@@ -173,16 +205,20 @@ class PredictionLog:
         groups: dict[int, list[int]] = {}
         for i, event_id in enumerate(event_ids):
             groups.setdefault(shard_of(event_id), []).append(i)
+        prefixes, earlier = self._hash_prefixes, self._ns_hash_prefix
+        rounds: list[list[Callable[[int], str]]] = [
+            [lambda shard: f"{prefixes[shard]}{current}"],
+            [lambda shard, slot=slot: f"{prefixes[shard]}{slot}" for slot in older]
+            + [lambda shard, slot=slot: f"{earlier}{slot}:{shard}" for slot in (current, *older)],
+        ]
         raw: list[bytes | None] = [None] * len(event_ids)
         pending = groups
-        for slots in ([current], older):
+        for keys in rounds:
             pipe = self._client.pipeline(transaction=False)
             asked: list[list[int]] = []
-            for slot in slots:
+            for key_of in keys:
                 for shard, members in pending.items():
-                    pipe.hmget(
-                        f"{self._hash_prefix}{slot}:{shard}", [event_ids[i] for i in members]
-                    )
+                    pipe.hmget(key_of(shard), [event_ids[i] for i in members])
                     asked.append(members)
             for members, blobs in zip(asked, pipe.execute(), strict=True):
                 for i, blob in zip(members, blobs, strict=True):

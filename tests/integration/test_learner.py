@@ -2,7 +2,8 @@
 
 SIGKILL mid-stream and restart: no label is lost or learned twice, the metrics continue
 where they were, and the model continues from the last snapshot — checked exactly against
-the same River pipeline trained offline on the same label sequence.
+the same River pipeline trained offline on the same label sequence; on a single Redis and on
+a Redis Cluster (prediction log, snapshots).
 
 Helpers here (a learner process, an adaptation spec, a scoring loop standing in for the
 worker) are shared with test_adaptation_drift.py.
@@ -16,11 +17,11 @@ from typing import Any
 
 import numpy as np
 import pytest
-import redis
 import yaml
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from features.redis_connect import connect
 from inference.adaptation import (
     AdaptationTask,
     Adapter,
@@ -40,6 +41,7 @@ from streams.workloads.replay import (
     label_record,
     train_prefix_model,
 )
+from tests.integration.redis_kinds import KINDS, RedisUnderTest, redis_under_test
 
 pytestmark = pytest.mark.integration
 
@@ -121,7 +123,7 @@ class ScoringLoop:
     def __init__(
         self, spec: PipelineSpec, conn: Connections, alert: Callable[[dict[str, Any]], None]
     ) -> None:
-        client = redis.Redis.from_url(conn.redis_url)
+        client = connect(conn.redis_url)
         self.spec = spec
         self.model = OnnxModel.load(
             ModelRef.for_file(spec.model.name, str(spec.model.path)),
@@ -220,9 +222,15 @@ def accuracy(y: np.ndarray, p: np.ndarray) -> float:
 
 
 # -- the test ------------------------------------------------------------------------------
+@pytest.fixture(params=KINDS)
+def target(request: pytest.FixtureRequest) -> RedisUnderTest:
+    return redis_under_test(request, request.param)
+
+
 def test_learner_sigkill_restart_loses_no_label_and_continues_from_snapshot(
-    tmp_path: Path, conn: Connections, unique: str
+    tmp_path: Path, target: RedisUnderTest, unique: str
 ) -> None:
+    conn = target.conn
     n = 3000
     before_kill = 2000  # labels published before the kill …
     kill_after = before_kill // 2  # … of which at least this many are learned first
@@ -234,7 +242,7 @@ def test_learner_sigkill_restart_loses_no_label_and_continues_from_snapshot(
     create_topic(conn, spec.topics.labels, 1)
     scoring = ScoringLoop(spec, conn, alert=lambda a: None)
     scoring.score(rows)  # every prediction is logged before its label arrives
-    client = redis.Redis.from_url(conn.redis_url)
+    client = connect(conn.redis_url)
     store = SnapshotStore(client, spec.namespace, SNAPSHOT_KEY.encode())
 
     learner = start_learner(spec_file, conn)
