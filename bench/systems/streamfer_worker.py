@@ -35,6 +35,10 @@ def stage_totals(metrics: Any) -> dict[str, Any]:
         "batches": value("streamfer_batch_size_count") or 0.0,
         "batched_events": value("streamfer_batch_size_sum") or 0.0,
         "consume_seconds": value("streamfer_batch_wait_seconds_sum") or 0.0,
+        # The worker's own wait for the features thread: the part of "features" (which now
+        # runs beside the worker's thread) that the overlap did not hide.
+        "features_wait_seconds": value("streamfer_stage_seconds_sum", {"stage": "features_wait"})
+        or 0.0,
     }
 
 

@@ -91,6 +91,11 @@ class BatchConsumer:
         return self._consumer
 
     @property
+    def max_size(self) -> int:
+        """The most records a batch holds: a batch this size means a backlog."""
+        return self._max_size
+
+    @property
     def closing(self) -> bool:
         """True once `close()` began (its revoke callback runs inside it)."""
         return self._closing
@@ -113,8 +118,9 @@ class BatchConsumer:
         if self._hooks[2]:
             self._hooks[2](partitions)
 
-    def poll_batch(self) -> MessageBatch:
-        """What is queued now (up to max_size); only when nothing is, wait up to max_wait.
+    def poll_batch(self, *, wait: bool = True) -> MessageBatch:
+        """What is queued now (up to max_size); only when nothing is, wait up to max_wait
+        (not at all with `wait=False`: the caller has a batch of its own to finish).
 
         `consume(n, t)` would block until n records or t passed, so at moderate load every
         batch waited the full max_wait. Under load the queue is full and batches still fill.
@@ -122,7 +128,7 @@ class BatchConsumer:
         started = time.perf_counter()
         consumer = self._consumer
         messages = consumer.consume(self._max_size, 0)
-        if not messages:
+        if not messages and wait:
             first = consumer.poll(self._max_wait_s)
             if first is not None:
                 messages = [first, *consumer.consume(self._max_size - 1, 0)]

@@ -13,6 +13,12 @@ records) and decide when its source offsets count as done:
   pipeline rewinds and scores it again (the feature store answers replays from records,
   so state is not double-counted).
 
+A batch may carry a `durable` gate: what else must be durable before its offsets count
+(the worker's prediction-log write, which runs on a thread while the batch is produced).
+Offsets are stored, or sent in the transaction, only once the gate says yes; a gate that
+says no leaves the batch unstored (at-least-once: consumed again) or aborts its
+transaction.
+
 Outputs see the consumer only through `SourceOffsets` (store, commit, group metadata), which
 `BatchConsumer` implements. On the revoke and shutdown paths every wait has a bound: what
 the broker has not acknowledged by then is not marked done, so it is consumed again.
@@ -22,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -51,6 +58,13 @@ class OutputBatch:
     predictions: list[tuple[bytes | None, bytes]] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     feature_records: list[tuple[bytes | None, bytes]] = field(default_factory=list)
+    durable: Callable[[float | None], bool] | None = None
+    """Called with a timeout (None: no bound) before the offsets count: True once the
+    batch's other writes are durable; None: nothing else to wait for."""
+
+
+def _durable(batch: OutputBatch, timeout_s: float | None) -> bool:
+    return batch.durable is None or batch.durable(timeout_s)
 
 
 @dataclass(frozen=True)
@@ -194,6 +208,12 @@ class AtLeastOnceOutput:
         if self._failures:
             failures, self._failures = self._failures, []
             raise DeliveryFailed(f"{len(failures)} records not delivered, e.g. {failures[0]}")
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        if not _durable(pending, left):
+            log.warning(
+                "the batch's prediction log is not written: its events will be consumed again"
+            )
+            return
         self._consumer.store_offsets(pending.source.next_offsets())
         self._metrics.predictions_out.inc(len(pending.predictions))
 
@@ -268,6 +288,10 @@ class TransactionalOutput:
             self._producer.begin_transaction()
             self._in_transaction = True
             _produce_all(self._producer, self._topics, batch)
+            if not _durable(batch, self._timeout_s):
+                self._producer.abort_transaction(self._timeout_s)
+                self._in_transaction = False
+                raise BatchAborted("the batch's prediction log is not written")
             self._send_offsets(offsets)
             self._commit()
         except KafkaException as exc:

@@ -4,7 +4,10 @@
 
 Everything it talks to arrives as an argument (store, models, adapter, log, clock), so a
 unit test scores a batch with the `memory://` store and an in-memory log, no Kafka, no
-Redis. Exceptions keep one meaning each: a feature-script error (`redis.ResponseError`) is
+Redis. The three steps are also callable apart (`feature_batch` on the caller's thread,
+`features`, `score`, `write_log`), so the worker can run the Redis calls of one batch
+while it decodes or produces another (see `streams.worker.pipeline`); `__call__` runs them
+in order. Exceptions keep one meaning each: a feature-script error (`redis.ResponseError`) is
 about the data and isolates the poison events into dead letters; a non-finite score
 dead-letters its event; anything else (Redis down, a model RuntimeError) propagates to the
 loop, which pauses and retries the same batch.
@@ -15,7 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
@@ -101,6 +104,26 @@ class ScoredBatch:
 
     events: DecodedBatch
     scored: Scored
+    logged: dict[str, np.ndarray] = field(default_factory=dict)
+    """The scores that go to the prediction log (with a shadow's), for `Scorer.write_log`."""
+
+
+@dataclass(frozen=True, slots=True)
+class Featurized:
+    """A batch after its feature-store call: the events left (poison ones isolated into
+    dead letters) and their features, row for row."""
+
+    events: DecodedBatch
+    features: FeatureResult
+
+    def keep(self, mask: np.ndarray) -> Featurized:
+        """The rows where `mask` is true (e.g. the events of partitions still owned)."""
+        if mask.all():
+            return self
+        f = self.features
+        return Featurized(
+            self.events.keep(mask), FeatureResult(f.values[mask], f.late[mask], f.replayed[mask])
+        )
 
 
 class Scorer:
@@ -130,26 +153,49 @@ class Scorer:
         self._on_stage = on_stage
 
     def __call__(self, decoded: DecodedBatch) -> ScoredBatch:
+        """Features, model, adapter and prediction log of one batch, in order."""
+        result = self.score(self.features(decoded, self.feature_batch(decoded)))
+        self.write_log(result)
+        return result
+
+    def feature_batch(self, decoded: DecodedBatch) -> FeatureBatch:
+        """The store call's input, with the floors of the batch's partitions.
+
+        Called on the worker's own thread: the floors' bookkeeping is not shared."""
+        floors = None
+        if self._floors is not None:
+            floors = self._floors({(topic, p) for topic, p, _ in decoded.sources})
+        return FeatureBatch(
+            decoded.records, decoded.event_time_ms.tolist(), decoded.sources, floors
+        )
+
+    def features(self, decoded: DecodedBatch, batch: FeatureBatch) -> Featurized:
+        """The one store call of the batch (poison events isolated); may run on a thread.
+
+        A `StateLost` or a transient Redis error propagates: nothing of the batch is scored.
+        """
         if not len(decoded):
-            return ScoredBatch(decoded, self._empty())
+            empty = np.empty(0, dtype=bool)
+            return Featurized(
+                decoded, FeatureResult(np.empty((0, len(self._store.names))), empty, empty)
+            )
         started = time.perf_counter()
         try:
-            # A `StateLost` propagates: the loop pauses, nothing of the batch is scored.
-            floors = None
-            if self._floors is not None:
-                floors = self._floors({(topic, p) for topic, p, _ in decoded.sources})
-            features = self._store.update_and_read(
-                FeatureBatch(
-                    decoded.records, decoded.event_time_ms.tolist(), decoded.sources, floors
-                )
-            )
+            features = self._store.update_and_read(batch)
         except redis.ResponseError as exc:
             log.warning("feature computation failed for the batch (%s); isolating events", exc)
             features, decoded = isolate_poison(self._store, decoded)
-            if not len(decoded):
-                return ScoredBatch(decoded, self._empty())
+        self._on_stage("features", time.perf_counter() - started)
+        return Featurized(decoded, features)
+
+    def score(self, featurized: Featurized) -> ScoredBatch:
+        """Model, shadow and adapter of a featurized batch; non-finite scores dead-lettered.
+
+        The prediction log is not written here: `write_log(result)` does it."""
+        decoded, features = featurized.events, featurized.features
+        if not len(decoded):
+            return ScoredBatch(decoded, self._empty())
         features_done = time.perf_counter()
-        self._on_stage("features", features_done - started)
         model = self._models.current()  # one version scores the whole batch
         onnx_scores = model.predict(features.values)
         # A shadow candidate: one more run; its scores go to the prediction log only.
@@ -182,7 +228,6 @@ class Scorer:
             river = None if river is None else river[keep]
             shadow_scores = None if shadow_scores is None else shadow_scores[keep]
         scored_at_ms = int(self._clock() * 1000)
-        started = time.perf_counter()
         scores = (
             {"onnx": onnx_scores, "final": final}
             if river is None
@@ -190,15 +235,6 @@ class Scorer:
         )
         if shadow is not None and shadow_scores is not None:
             scores[f"{SHADOW_PREFIX}{shadow.version}"] = shadow_scores
-        self._log.write(
-            decoded.ids.tolist(),
-            features.values,
-            scores,
-            model.version,
-            adapted.version,
-            decoded.event_time_ms,
-        )
-        self._on_stage("prediction_log", time.perf_counter() - started)
         return ScoredBatch(
             decoded,
             Scored(
@@ -214,7 +250,24 @@ class Scorer:
                 adaptation_version=adapted.version,
                 scored_at_ms=scored_at_ms,
             ),
+            scores,
         )
+
+    def write_log(self, result: ScoredBatch) -> None:
+        """The batch's prediction-log entries (idempotent: a retry rewrites the same ones)."""
+        decoded, scored = result.events, result.scored
+        if not len(decoded):
+            return
+        started = time.perf_counter()
+        self._log.write(
+            decoded.ids.tolist(),
+            scored.features,
+            result.logged,
+            scored.model_version,
+            scored.adaptation_version,
+            decoded.event_time_ms,
+        )
+        self._on_stage("prediction_log", time.perf_counter() - started)
 
     def _empty(self) -> Scored:
         """The scores of a batch with no scorable event (all of it became dead letters)."""

@@ -272,3 +272,39 @@ def test_a_batch_of_only_dead_letters_is_scored_as_empty(mlp: OnnxModel) -> None
     assert len(result.events) == 0 and result.scored.features.shape == (0, len(NAMES))
     assert [d.reason for d in result.events.dead_letters] == ["decode_error"]
     assert log.writes == 0
+
+
+def test_the_steps_apart_score_and_log_as_the_whole_call(mlp: OnnxModel) -> None:
+    """features → score → write_log (as the worker runs them, on threads) equals __call__,
+    and nothing is logged before write_log."""
+    evs = events(200)
+    whole_log, steps_log = MemoryPredictionLog(), MemoryPredictionLog()
+    whole = scorer(mlp, whole_log)(decode(evs, partitions=2))
+
+    steps = scorer(mlp, steps_log)
+    decoded = decode(evs, partitions=2)
+    featurized = steps.features(decoded, steps.feature_batch(decoded))
+    result = steps.score(featurized)
+    assert steps_log.writes == 0
+    steps.write_log(result)
+
+    np.testing.assert_array_equal(result.scored.features, whole.scored.features)
+    np.testing.assert_array_equal(result.scored.scores, whole.scored.scores)
+    assert steps_log.writes == whole_log.writes == 1
+    assert steps_log.entries == whole_log.entries
+
+
+def test_featurized_rows_of_revoked_partitions_are_dropped_with_their_features(
+    mlp: OnnxModel,
+) -> None:
+    evs = events(40)
+    steps = scorer(mlp, MemoryPredictionLog())
+    decoded = decode(evs, partitions=4)
+    featurized = steps.features(decoded, steps.feature_batch(decoded))
+    owned = featurized.events.in_partitions({(SPEC.topics.events, 0), (SPEC.topics.events, 2)})
+
+    kept = featurized.keep(owned)
+
+    assert kept.events.ids.tolist() == [e["event_id"] for i, e in enumerate(evs) if i % 4 in (0, 2)]
+    np.testing.assert_array_equal(kept.features.values, featurized.features.values[owned])
+    assert len(kept.features.late) == len(kept.features.replayed) == len(kept.events)
