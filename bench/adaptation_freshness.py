@@ -84,15 +84,19 @@ def read_with_times(conn: Connections, topic: str, timeout_s: float = 60) -> lis
         consumer.close()
 
 
-def freshness_from_topics(conn: Connections, spec: Any) -> np.ndarray:
+def freshness_from_topics(conn: Connections, spec: Any) -> tuple[np.ndarray, np.ndarray]:
     """Label production (labels topic timestamps) → first prediction whose model learned it
-    (predictions' scored_at and `v@learned`), through the examples log's label identities."""
+    (predictions' scored_at and `v@learned`), through the examples log's label identities;
+    and, per label, the learner's hop of it: label produced → its example appended to the
+    log (the example record's timestamp), so the worker's hop is the difference."""
     produced_at = {(p, o): t for p, o, t, _v in read_with_times(conn, spec.topics.labels)}
-    by_seq: dict[int, float] = {}
-    for _p, _o, _t, v in read_with_times(conn, spec.topics.examples):
+    by_seq: dict[int, tuple[float, float]] = {}
+    for _p, _o, t, v in read_with_times(conn, spec.topics.examples):
         e = orjson.loads(v)
-        by_seq.setdefault(int(e["seq"]), float(produced_at.get(tuple(e["l"]), np.nan)))
-    produced = np.array([by_seq.get(s, np.nan) for s in range(max(by_seq, default=-1) + 1)])
+        by_seq.setdefault(int(e["seq"]), (float(produced_at.get(tuple(e["l"]), np.nan)), t))
+    seqs = range(max(by_seq, default=-1) + 1)
+    produced = np.array([by_seq.get(s, (np.nan, np.nan))[0] for s in seqs])
+    appended = np.array([by_seq.get(s, (np.nan, np.nan))[1] for s in seqs])
     scored, learned = [], []
     for _p, _o, _t, v in read_with_times(conn, spec.topics.predictions):
         d = orjson.loads(v)
@@ -100,7 +104,14 @@ def freshness_from_topics(conn: Connections, spec: Any) -> np.ndarray:
         if seq is not None:
             scored.append(d["scored_at"])
             learned.append(seq)
-    return served_freshness(produced, np.array(scored), np.array(learned))
+    return served_freshness(produced, np.array(scored), np.array(learned)), appended - produced
+
+
+def quantile_fields(name: str, values: np.ndarray) -> dict[str, float | None]:
+    """`<name>_p50_ms`, `<name>_p99_ms` of the finite values (None when there are none)."""
+    finite = values[np.isfinite(values)]
+    p50, p99 = np.percentile(finite, (50, 99)).tolist() if len(finite) else (None, None)
+    return {f"{name}_p50_ms": p50, f"{name}_p99_ms": p99}
 
 
 def run(
@@ -111,8 +122,8 @@ def run(
     partitions: int,
     work: Path,
     *,
-    worker_wait_ms: int = 20,
-    retry_ms: int = 10,
+    worker_wait_ms: int = 5,
+    retry_ms: int = 2,
 ) -> dict[str, Any]:
     conn = Connections.from_env()
     unique = uuid.uuid4().hex[:6]
@@ -188,11 +199,33 @@ def run(
         read_table(conn, spec), read_served(conn, spec), window_ms=spec.adaptation.metrics_window
     )
     ages = np.concatenate(metrics.ages) if metrics.ages else np.empty(0)
-    served_ages = freshness_from_topics(conn, spec)
+    served_ages, learner_hop = freshness_from_topics(conn, spec)
     reflected = served_ages[~np.isnan(served_ages)]
     # steady state: the labels after the first 10 s of the replay (start-up excluded)
-    steady = served_ages[int(10 * pace) :]
+    early_n = int(10 * pace)
+    steady = served_ages[early_n:]
     steady = steady[~np.isnan(steady)]
+    worker_hop = served_ages - learner_hop
+    hops = {
+        # where the time goes: label produced → example appended (the learner: consume
+        # wait, join and its retries, learn) and example appended → first batch scored
+        # with it (the worker: examples fetch, applied before the batch, the batch scored)
+        **quantile_fields("learner_hop", learner_hop),
+        **quantile_fields("worker_hop", worker_hop),
+        # the early tail: the first 10 s against the rest
+        **quantile_fields("early", served_ages[:early_n]),
+        **quantile_fields("early_learner_hop", learner_hop[:early_n]),
+        # the first 15 s second by second (total / learner hop p99): where the start-up goes
+        "first_seconds_p99_ms": [
+            [
+                quantile_fields("t", a[int(i * pace) : int((i + 1) * pace)])["t_p99_ms"]
+                for i in range(15)
+            ]
+            for a in (served_ages, learner_hop)
+        ],
+        "over_100ms_early": int(np.sum(served_ages[:early_n] > 100)),
+        "over_100ms_steady": int(np.sum(served_ages[early_n:] > 100)),
+    }
     served, own = report["total"]["served"], report["total"]["learner"]
     return {
         "data": data,
@@ -220,6 +253,8 @@ def run(
         "topics_freshness_p99_ms": float(np.percentile(reflected, 99)) if len(reflected) else None,
         "steady_freshness_p50_ms": float(np.percentile(steady, 50)) if len(steady) else None,
         "steady_freshness_p99_ms": float(np.percentile(steady, 99)) if len(steady) else None,
+        **hops,
+        "load_average": os.getloadavg(),
     }
 
 
@@ -230,8 +265,9 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=None)
     parser.add_argument("--pace", type=float, default=300.0)
     parser.add_argument("--partitions", type=int, default=4, help="of each topic")
-    parser.add_argument("--worker-wait", type=int, default=20, help="batching.max_wait, ms")
-    parser.add_argument("--retry", type=int, default=10, help="label_retry.backoff, ms")
+    # The waits a label joins through (docs/adaptation.md, "where freshness goes").
+    parser.add_argument("--worker-wait", type=int, default=5, help="batching.max_wait, ms")
+    parser.add_argument("--retry", type=int, default=2, help="label_retry.backoff, ms")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="sf-fresh-") as tmp:
         result = run(

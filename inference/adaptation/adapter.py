@@ -23,6 +23,7 @@ from typing import Any, Protocol
 import numpy as np
 import redis
 
+from features.redis_connect import RedisClient
 from inference.adaptation.examples import decode_examples
 from inference.adaptation.modes import AdaptationMode
 from inference.adaptation.replica import RiverReplica
@@ -114,7 +115,7 @@ class Adapter:
     def open(
         cls,
         spec: AdaptationSpec,
-        redis_client: redis.Redis,
+        redis_client: RedisClient,
         namespace: str,
         feature_names: Sequence[str],
         alert: Callable[[dict[str, Any]], None],
@@ -283,6 +284,10 @@ class Adapter:
     def _score_replica(
         self, replica: RiverReplica, features: np.ndarray, onnx_scores: np.ndarray
     ) -> AdaptedScores:
+        if self._source is not None:
+            # What arrived while the worker waited for this batch (its consume wait) is
+            # learned before the batch is scored, not one batch later: freshness.
+            self._apply_examples(replica, self._source)
         matrix = np.column_stack([np.asarray(features, dtype=np.float64), onnx_scores])
         river = river_predict(
             replica.model, self.spec.task, self._columns, matrix, batched=self._batched

@@ -8,6 +8,7 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from inference.adaptation.snapshots import SNAPSHOT_GRACE_S
 from streams.spec import Connections, PipelineSpec
 from streams.worker.kafka_log import (
     COMMAND_LINK,
@@ -19,7 +20,20 @@ from streams.worker.kafka_log import (
 )
 
 # Importers name these from here; they live with the link that detects them.
-__all__ = ["BrokerRefused", "BrokerUnreachable", "admin_for", "ensure_topics", "read_topic"]
+__all__ = [
+    "BrokerRefused",
+    "BrokerUnreachable",
+    "admin_for",
+    "ensure_topics",
+    "examples_log_config",
+    "read_topic",
+]
+
+# The examples log keeps this many checkpoint lifetimes (interval + the grace an older
+# checkpoint stays loadable), and never less than an hour: a learner that crashed is
+# restarted, or a replica that fell behind catches up, well within that.
+EXAMPLES_KEEP_CHECKPOINTS = 6
+EXAMPLES_MIN_RETENTION_MS = 3_600_000
 
 
 def admin_for(
@@ -66,8 +80,37 @@ def ensure_topics(
     ]
     if not events_only and t.examples and t.examples not in existing:
         # One partition: the examples' order is the learn order every replica repeats.
-        wanted.append(NewTopic(t.examples, num_partitions=1, replication_factor=-1))
+        wanted.append(
+            NewTopic(
+                t.examples,
+                num_partitions=1,
+                replication_factor=-1,
+                config=examples_log_config(spec.adaptation.snapshot.every),
+            )
+        )
     create_topics(admin, wanted)
+
+
+def examples_log_config(checkpoint_every_ms: int) -> dict[str, str]:
+    """Retention of the examples log, from the checkpoint interval.
+
+    A new replica starts from the newest checkpoint and a worker that read the pointer just
+    before a newer one may still load the previous one (it stays `SNAPSHOT_GRACE_S`); a
+    restarted learner adopts what follows its last checkpoint. So the log needs only what
+    follows the oldest loadable checkpoint: at most one interval + the grace old while the
+    learner runs. It keeps `EXAMPLES_KEEP_CHECKPOINTS` times that (at least an hour), in
+    segments of a sixth of it, since Kafka deletes whole segments only (a segment goes
+    once its newest record is older than the retention). A record trimmed anyway is not
+    lost: a replica reports the gap, a restarted learner learns its label again.
+    """
+    lifetime_ms = int(checkpoint_every_ms) + SNAPSHOT_GRACE_S * 1000
+    retention_ms = max(EXAMPLES_KEEP_CHECKPOINTS * lifetime_ms, EXAMPLES_MIN_RETENTION_MS)
+    return {
+        "cleanup.policy": "delete",
+        "retention.ms": str(retention_ms),
+        "retention.bytes": "-1",  # by time only: a replica's position is a time question
+        "segment.ms": str(retention_ms // 6),
+    }
 
 
 def create_topics(admin: AdminClient, wanted: Sequence[NewTopic]) -> None:

@@ -1,9 +1,11 @@
 """`streamfer demo`, stage 2: adaptation happening, before and after a concept drift.
 
-Payments whose fraud pattern changes halfway, their labels published some payments later,
-the learner (`streamfer learn`, in its own process) training River on them and the worker
-scoring with its signed snapshots; the summary compares ONNX-only, River-only and final
-accuracy before and after the drift. Stage 1 (throughput) is `streams.workloads.demo`.
+Payments whose fraud pattern changes halfway, each label published once the payment's
+prediction has been read (`streams.workloads.feedback`), the learner (`streamfer learn`, in
+its own process) training River on them and the worker serving a River replica kept current
+from the learner's examples log; the summary compares ONNX-only, River-only and final
+accuracy before and after the drift, and served River with the learner's own
+predict-then-learn. Stage 1 (throughput) is `streams.workloads.demo`.
 """
 
 from __future__ import annotations
@@ -33,11 +35,19 @@ from streams.spec import SNAPSHOT_KEY_ENV, Connections, PipelineSpec
 from streams.worker.pipeline import RunStats, Worker
 from streams.workloads.demo import for_run
 from streams.workloads.demo_model import build_demo_model, pin_model
-from streams.workloads.replay import card_payment_rows, replay
+from streams.workloads.feedback import publish_with_feedback
+from streams.workloads.replay import card_payment_rows
 from streams.workloads.synthetic import CardPayments
 
-LABEL_DELAY_ROWS = 100  # a payment's label is published 100 payments after it
-STEP = 500  # payments published before waiting for the learner to keep up
+LABEL_DELAY_ROWS = 100  # the retraining stage's labels: 100 payments after their payment
+STEP = 500  # payments published before waiting for the learner to keep up (retraining)
+# The adaptation stage publishes payments in blocks; a block's labels follow once its
+# predictions are read, and the next block waits until the served model learned them: a
+# payment is scored by a model at most one block (0–19 labels) behind the learner's.
+LABEL_BLOCK = 20
+# The stage's batch waits (worker and learner): a block's labels reach the served model in
+# tens of milliseconds, so the loop takes about as long as the throughput stage.
+FEEDBACK_WAIT_MS = 5
 SEED = 3  # the stage's numbers are reproducible; ids carry the run id, so runs never mix
 OUTPUTS = ("onnx", "river", "final")
 
@@ -70,7 +80,7 @@ class AdaptationSummary:
     alerts: list[dict[str, Any]]  # drift alerts as the learner published them
     rejected_snapshots: int
     random_key: bool  # STREAMFER_SNAPSHOT_KEY was set by the demo for its own processes
-    label_delay: int  # payments between a payment and its label
+    label_block: int  # payments per block: a block's labels follow its predictions
     final_rule: str  # how the spec's adaptation mode chooses the final score
     seconds: float
     # River's accuracy in the learner's own predict-then-learn (its metrics table), over
@@ -88,12 +98,13 @@ class AdaptationSummary:
             (
                 "payments",
                 f"{self.payments:,}, the fraud pattern changes at payment {self.drift_at:,}; "
-                f"each label arrives {self.label_delay} payments after its payment",
+                f"published {self.label_block} at a time, each block's labels once its "
+                "predictions are read",
             ),
             (
                 "accuracy before → after",
-                f"payments {self.before_from:,}–{self.drift_at - 1:,} (River's first snapshot "
-                f"on) → {self.drift_at:,}–{self.payments - 1:,}",
+                f"payments {self.before_from:,}–{self.drift_at - 1:,} (from the first one River "
+                f"scored) → {self.drift_at:,}–{self.payments - 1:,}",
             ),
             ("  ONNX only (offline model)", f"{acc['onnx'].before:.3f} → {acc['onnx'].after:.3f}"),
             (
@@ -106,9 +117,10 @@ class AdaptationSummary:
             ),
             (
                 "  River served vs the learner's own",
-                f"{_acc(self.served_river)} served ({self.serving}; labels {self.label_delay} "
-                f"payments late) vs {_acc(self.learner_river)} predict-then-learn (each label "
-                "predicted just before it is learned: no label delay)",
+                f"{_acc(self.served_river)} served ({self.serving}: every label of the "
+                f"earlier blocks learned, 0–{self.label_block - 1} payments behind) vs "
+                f"{_acc(self.learner_river)} predict-then-learn (each label predicted just "
+                "before it is learned: none behind)",
             ),
             (
                 "final = River from",
@@ -149,6 +161,17 @@ def with_replicas(spec: PipelineSpec) -> PipelineSpec:
     )
     adaptation = spec.adaptation.model_copy(update={"serving": Serving.REPLICA})
     return spec.model_copy(update={"topics": topics, "adaptation": adaptation})
+
+
+def with_short_waits(spec: PipelineSpec) -> PipelineSpec:
+    """The worker's and the learner's batch waits at `FEEDBACK_WAIT_MS`: each block waits for
+    its predictions and then for its labels to be learned, so a long batch wait is paid
+    twice per block (the spec's 50 ms / 200 ms would make the stage several times slower)."""
+    wait_ms = FEEDBACK_WAIT_MS
+    batching = spec.batching.model_copy(update={"max_wait": wait_ms})
+    batch = spec.adaptation.batch.model_copy(update={"max_wait": wait_ms})
+    adaptation = spec.adaptation.model_copy(update={"batch": batch})
+    return spec.model_copy(update={"batching": batching, "adaptation": adaptation})
 
 
 def served_river_accuracy(
@@ -303,7 +326,7 @@ def run_adaptation_demo(
     check_adaptive(spec, spec.name, n_events)
     started = time.perf_counter()
     run_id = uuid.uuid4().hex[:6]
-    spec = with_replicas(for_run(spec, run_id))
+    spec = with_short_waits(with_replicas(for_run(spec, run_id)))
     drift_at = n_events // 2
     if spec.model.path is not None and not Path(spec.model.path).exists():
         log.print("building the demo model (synthetic payments → features → MLP → ONNX)…")
@@ -336,27 +359,27 @@ def run_adaptation_demo(
         try:
             learner.wait(lambda s: True, 120, "the learner's web view")
             running = worker_thread = WorkerThread(Worker(spec, connections, worker_id=0))
+            replica_mode = spec.adaptation.serving is Serving.REPLICA
 
-            def in_step(events: int, published_labels: int) -> None:
-                # every label out so far learned: River keeps up with the stream
-                learner.wait(
-                    lambda s: int(s["labels_seen"]) + int(s["expired"]) >= published_labels,
-                    120,
-                    f"the learner to learn {published_labels:,} labels",
-                )
+            def learned(published_labels: int) -> None:
+                # every label out so far learned by the model that serves the next block
+                if replica_mode:
+                    running.wait_replica(published_labels, learner, 120)
+                else:
+                    learner.wait(
+                        lambda s: int(s["labels_seen"]) + int(s["expired"]) >= published_labels,
+                        120,
+                        f"the learner to learn {published_labels:,} labels",
+                    )
                 running.check()
 
             log.print(
-                f"streaming: payments → worker (ONNX + River) and labels {LABEL_DELAY_ROWS} "
-                "payments later → learner → signed snapshots → worker…"
+                f"streaming: payments → worker (ONNX + River), {LABEL_BLOCK} at a time; their "
+                "labels once their predictions are read → learner → examples log → the "
+                "worker's River replica…"
             )
-            replay(
-                spec,
-                connections,
-                rows,
-                label_delay=str(LABEL_DELAY_ROWS),
-                step=in_step,
-                step_every=STEP,
+            fed = publish_with_feedback(
+                spec, connections, rows, block=LABEL_BLOCK, wait_learned=learned
             )
             status = learner.wait(
                 lambda s: (
@@ -370,8 +393,7 @@ def run_adaptation_demo(
                 worker_thread.stop()
             learner.stop()
         running.join()  # re-raises what stopped the worker, if anything did
-    records = read_topic(connections, spec.topics.predictions, expected=n_events, timeout_s=60)
-    predictions = [orjson.loads(r.value()) for r in records]
+    predictions = fed.predictions
     before_from, accuracy = accuracy_across_drift(
         predictions, labels, drift_at, threshold=spec.model.threshold
     )
@@ -401,7 +423,7 @@ def run_adaptation_demo(
         alerts=[a for a in alerts if a.get("type") == "drift"],
         rejected_snapshots=sum(1 for a in alerts if a.get("kind") == "snapshot_rejected"),
         random_key=random_key,
-        label_delay=LABEL_DELAY_ROWS,
+        label_block=LABEL_BLOCK,
         final_rule=final_rule(spec),
         river_final_from=river_final_from(predictions, labels),
         seconds=time.perf_counter() - started,
@@ -430,6 +452,20 @@ class WorkerThread:
     def check(self) -> None:
         if self.error is not None:
             raise self.error
+
+    def wait_replica(self, applied: int, learner: LearnerProcess, timeout_s: float) -> None:
+        """Until the worker's River replica has applied `applied` examples (the learner
+        publishes one per label it learns); raises if the worker or the learner stopped."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            replica = self.worker._adapter.replica  # the demo's own in-process worker
+            if replica is not None and replica.applied >= applied:
+                return
+            self.check()
+            if learner.proc.poll() is not None or time.monotonic() > deadline:
+                # the learner's status and log say why (exited, or stuck on a label)
+                learner.wait(lambda _s: False, 0, f"the worker's replica to learn {applied:,}")
+            time.sleep(0.002)
 
     def stop(self) -> None:
         self.worker.stop.set()

@@ -48,6 +48,13 @@ def test_demo_shows_adaptation_before_and_after_the_drift(
     assert summary.versions_loaded, "the worker never scored with a snapshot"
     assert summary.snapshots_published >= summary.versions_loaded[-1]
     assert summary.rejected_snapshots == 0
+    # labels follow the predictions and each block waits for them to be learned: the served
+    # replica is at most one block behind, so served River is the learner's within 0.01
+    assert summary.serving == "replica"
+    assert summary.served_river is not None and summary.learner_river is not None
+    assert abs(summary.served_river - summary.learner_river) <= 0.01, (
+        f"served River {summary.served_river:.3f} vs the learner's {summary.learner_river:.3f}"
+    )
     assert any(
         a["kind"] == "output"
         and a["name"] == "onnx"

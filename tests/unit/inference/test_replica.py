@@ -187,3 +187,25 @@ def test_a_worker_catches_up_from_a_checkpoint_and_reports_freshness() -> None:
     assert len(ages) == 60 - 30 and np.allclose(ages, (now_ms - 1000) / 1000)
     adapter.score(x[:5], onnx[:5])  # nothing new learned: no freshness sample
     assert len(fresh) == 1
+
+
+def test_examples_that_arrive_while_a_batch_is_collected_score_that_batch() -> None:
+    s = spec(None)
+    learner = OnlineLearner(s, NAMES)
+    log = learned_log(learner, 40, batch=10)
+    start = OnlineLearner(s, NAMES)
+    records = ListLog([])
+    adapter = Adapter(
+        s,
+        OneSnapshot(start.model, 0, 0),  # type: ignore[arg-type]
+        NAMES,
+        lambda alert: None,
+        examples=records.open,
+    )
+    adapter.poll()  # between batches: nothing in the log yet
+    records.records += log  # examples stored while the worker waited for its next batch
+    x, onnx, _y = stream(5)
+    scored = adapter.score(x, onnx)  # no poll in between
+    assert scored.version == f"1@{len(log)}"
+    replica = adapter.replica
+    assert replica is not None and probe(replica.model) == probe(learner.model)

@@ -8,14 +8,17 @@ from typing import Any
 
 import pytest
 
-from streams.spec import Connections, load_spec
+from streams.spec import Connections, load_spec, parse_spec
 from streams.workloads.demo_adaptation import (
+    FEEDBACK_WAIT_MS,
     DemoError,
     accuracy_across_drift,
     check_adaptive,
     describe_alerts,
     river_final_from,
     snapshot_key,
+    with_replicas,
+    with_short_waits,
 )
 
 EXAMPLES = Path(__file__).resolve().parents[4] / "examples"
@@ -98,3 +101,19 @@ def test_a_random_snapshot_key_only_when_none_is_set(monkeypatch: pytest.MonkeyP
     with snapshot_key(Connections.from_env()) as (connections, generated):
         assert not generated and os.environ["STREAMFER_SNAPSHOT_KEY"] == "the-operators-own-key"
         assert connections.snapshot_secret == "the-operators-own-key"
+
+
+def test_the_stage_runs_replicas_with_short_waits_in_the_spec_the_learner_reads() -> None:
+    spec = load_spec(EXAMPLES / "card-payments-adaptive.yaml")
+    staged = with_short_waits(with_replicas(spec))
+    # the learner process reads the spec as the demo writes it (only the fields set)
+    dumped = staged.model_dump(mode="json", exclude_unset=True)
+    learner_spec = parse_spec(dumped)
+    for s in (staged, learner_spec):
+        assert s.adaptation.serving.value == "replica" and s.topics.examples
+        assert s.batching.max_wait == FEEDBACK_WAIT_MS
+        assert s.adaptation.batch.max_wait == FEEDBACK_WAIT_MS
+        # everything else of the batching is the spec's own
+        assert s.adaptation.batch.max_size == spec.adaptation.batch.max_size
+        assert s.batching.max_size == spec.batching.max_size
+    assert spec.batching.max_wait > FEEDBACK_WAIT_MS  # the example spec's waits are longer
