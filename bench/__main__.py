@@ -12,6 +12,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from bench.redis_targets import DEFAULT_CLUSTER_PORT
 from bench.suite import DEFAULT_SYSTEMS, Options, run_suite
 from bench.systems import SYSTEMS
 
@@ -73,6 +74,19 @@ def parser() -> argparse.ArgumentParser:
         default=[],
         help="LABEL=FILE.py: also run streamfer-1w with FILE exec'd first (A/B a change)",
     )
+    p.add_argument(
+        "--redis-cluster",
+        action="store_true",
+        help="also run each chosen streamfer system against a 3-primary Redis Cluster "
+        "(`<name>@cluster`, same rounds): STREAMFER_BENCH_CLUSTER_URL, else a local one "
+        "started for the run",
+    )
+    p.add_argument(
+        "--cluster-port",
+        type=int,
+        default=DEFAULT_CLUSTER_PORT,
+        help="first base port tried for the local cluster (9 ports, below 32768)",
+    )
     p.add_argument("--max-size", type=int, default=None, help="override batching.max_size")
     p.add_argument("--max-wait-ms", type=int, default=None, help="override batching.max_wait")
     p.add_argument("--out", type=Path, default=None, help="default bench/results/<date>")
@@ -101,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
         max_wait_ms=args.max_wait_ms,
         out=args.out,
         keep_runs=args.keep_runs,
+        redis_cluster=args.redis_cluster,
+        cluster_port=args.cluster_port,
         command=" ".join(["python -m bench", *map(shlex.quote, argv)]),
     )
     result = run_suite(options)

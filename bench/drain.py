@@ -16,8 +16,11 @@ import yaml
 from confluent_kafka import Consumer, TopicPartition
 
 from bench.launcher import launch, release_when_assigned
+from bench.redis_cpu import cpu_per_event, sample_cpu
+from bench.redis_targets import RedisTarget, single_target
 from bench.systems import SystemDef
 from bench.workload import Footprint, last_append_time, system_spec
+from features.redis_connect import connect
 from streams.spec import Connections
 
 
@@ -32,6 +35,19 @@ class Bench:
     run_root: Path
     max_size: int | None = None
     max_wait_ms: int | None = None
+    cluster: RedisTarget | None = None  # for the `@cluster` systems
+
+    def target(self, system: SystemDef) -> RedisTarget:
+        """The Redis `system` runs against."""
+        if not system.cluster:
+            return single_target(self.connections)
+        if self.cluster is None:
+            raise ValueError(f"{system.name} needs a Redis Cluster: none was started or given")
+        return self.cluster
+
+    def connections_for(self, system: SystemDef) -> Connections:
+        """The suite's connections, with the Redis of `system`."""
+        return Connections(bootstrap=self.connections.bootstrap, redis_url=self.target(system).url)
 
 
 class TopicCounter:
@@ -69,7 +85,7 @@ def prepare(
     fp = bench.footprint
     fp.create_topics([raw["topics"]["predictions"]], log_append_time=True)
     fp.create_topics([raw["topics"]["dead_letter"]])
-    fp.namespaces.add(raw["redis_namespace"])
+    fp.namespaces[raw["redis_namespace"]] = bench.target(system).url
     fp.topic_prefixes.add(raw["name"] + "-")  # Faust's internal topics start with its app id
     return run_dir, raw
 
@@ -96,11 +112,13 @@ def measure_drain(
     """Drain `events_topic` with `system`; the result row of the drain table."""
     run_dir, raw = prepare(bench, system, label, events_topic)
     predictions = raw["topics"]["predictions"]
+    info = connect(bench.target(system).info_url)
+    cpu_before = sample_cpu(info)
     running = launch(
         system,
         spec_path=run_dir / "spec.yaml",
         run_dir=run_dir,
-        connections=bench.connections,
+        connections=bench.connections_for(system),
         namespace=raw["redis_namespace"],
         profile=profile,
     )
@@ -108,7 +126,7 @@ def measure_drain(
     error: str | None = None
     count = 0
     try:
-        release_when_assigned(running, bench.connections, raw["name"])
+        release_when_assigned(running, bench.connections_for(system), raw["name"])
         last_progress, last_count = time.monotonic(), -1
         while True:
             count = counter.count()
@@ -130,6 +148,9 @@ def measure_drain(
     finally:
         reports = running.stop()
         counter.close()
+        # After the runners stopped, before the namespace is released (UNLINK costs too).
+        cpu = cpu_per_event(cpu_before, sample_cpu(info), count)
+        info.close()
     starts = [r["first_consume"] for r in reports if r.get("first_consume")]
     first = min(starts) if starts else None
     seconds = end - first if end is not None and first is not None else None
@@ -143,6 +164,8 @@ def measure_drain(
         "error": error,
         "seconds": seconds,
         "events_per_s": count / seconds if seconds else None,
+        "redis": bench.target(system).kind,
+        **cpu,
         "reports": reports,
     }
     release(bench, raw)

@@ -10,8 +10,11 @@ events/s of `update_and_read` (Python encode + EVALSHA + decode), Redis CPU per 
 (`INFO commandstats`). Ratios are taken within each round, so drift on a shared machine
 cancels; medians are reported. Both versions must return identical rows and flags.
 
-Needs only Redis: STREAMFER_REDIS_URL (default redis://127.0.0.1:6379/0). Both scripts read
-the configuration and batch documents of the checked-out `features/redis_store.py`.
+Needs only Redis: STREAMFER_REDIS_URL (default redis://127.0.0.1:6379/0), a single Redis or
+a Redis Cluster (`features.redis_connect.connect`); on a cluster the CPU and EVALSHA figures
+are summed over the primaries, and each run also reports per-node Redis CPU per event and
+the busiest node's share against the mean (`balance`, 1.0 = even). Both scripts read the
+configuration and batch documents of the checked-out `features/redis_store.py`.
 """
 
 from __future__ import annotations
@@ -31,9 +34,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import redis
 
+from bench.redis_cpu import balance, node_cpu_s, primaries
 from bench.workload import DEMO_SPEC, PARTITIONS, REPO
+from features.redis_connect import RedisClient, connect
 from features.redis_store import RedisFeatureStore
 from features.spec import FeatureSpec
 from features.store import FeatureBatch, FeatureResult, Source
@@ -109,23 +113,21 @@ def _batches(
     return batches
 
 
-def server_cpu_s(client: redis.Redis) -> float:
-    cpu = client.info("cpu")
-    return float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])
+def evalsha_usec(client: RedisClient) -> int:
+    return sum(
+        int(node.info("commandstats").get("cmdstat_evalsha", {}).get("usec", 0))
+        for node in primaries(client)
+    )
 
 
-def evalsha_usec(client: redis.Redis) -> int:
-    return int(client.info("commandstats").get("cmdstat_evalsha", {}).get("usec", 0))
-
-
-def release_namespace(client: redis.Redis, namespace: str) -> None:
+def release_namespace(client: RedisClient, namespace: str) -> None:
     keys = list(client.scan_iter(match=f"sf:{namespace}:*", count=10_000))
     for i in range(0, len(keys), 5_000):
         client.unlink(*keys[i : i + 5_000])
 
 
 def run_once(
-    client: redis.Redis,
+    client: RedisClient,
     spec: FeatureSpec,
     version: Version,
     batches: list[FeatureBatch],
@@ -140,21 +142,27 @@ def run_once(
         store.update_and_read(batch)
     n = sum(len(b.records) for b in batches)
     results: list[FeatureResult] = []
-    cpu0, usec0 = server_cpu_s(client), evalsha_usec(client)
+    cpu0, usec0 = node_cpu_s(client), evalsha_usec(client)
     wall = 0.0
     for batch in batches:
         start = time.perf_counter()
         results.append(store.update_and_read(batch))
         wall += time.perf_counter() - start
-    cpu1, usec1 = server_cpu_s(client), evalsha_usec(client)
+    cpu1, usec1 = node_cpu_s(client), evalsha_usec(client)
+    store.close()
     keys = sum(1 for _ in client.scan_iter(match=f"sf:{namespace}:*", count=10_000))
     release_namespace(client, namespace)
-    return {
+    per_node = [(b - a) * 1e6 / n for a, b in zip(cpu0, cpu1, strict=True)]
+    figures: dict[str, Any] = {
         "events_per_s": n / wall,
-        "redis_cpu_us_per_event": (cpu1 - cpu0) * 1e6 / n,
+        "redis_cpu_us_per_event": sum(per_node),
         "evalsha_us_per_event": (usec1 - usec0) / n,
         "keys": keys,
-    }, results
+    }
+    if len(per_node) > 1:
+        figures["node_cpu_us_per_event"] = per_node
+        figures["balance"] = balance(per_node)
+    return figures, results
 
 
 def _same(a: list[FeatureResult], b: list[FeatureResult]) -> bool:
@@ -167,7 +175,7 @@ def _same(a: list[FeatureResult], b: list[FeatureResult]) -> bool:
 
 
 def compare(
-    client: redis.Redis,
+    client: RedisClient,
     spec: FeatureSpec,
     base: Version,
     candidate: Version,
@@ -242,7 +250,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     url = os.environ.get("STREAMFER_REDIS_URL", "redis://127.0.0.1:6379/0")
-    client = redis.Redis.from_url(url)
+    client = connect(url)
     spec = load_spec(DEMO_SPEC).features
     base, candidate = load_version(args.base), load_version(args.candidate)
     # One fixed "now": every run sees the same event times, so results must be identical.

@@ -32,7 +32,7 @@ def measure_latency(
         system,
         spec_path=run_dir / "spec.yaml",
         run_dir=run_dir,
-        connections=bench.connections,
+        connections=bench.connections_for(system),
         namespace=raw["redis_namespace"],
     )
     out_path = run_dir / "latency.json"
@@ -49,7 +49,7 @@ def measure_latency(
     (run_dir / "loadgen.json").write_text(json.dumps(config))
     result: dict[str, Any]
     try:
-        release_when_assigned(running, bench.connections, raw["name"])
+        release_when_assigned(running, bench.connections_for(system), raw["name"])
         with open(run_dir / "loadgen.log", "wb") as log:
             subprocess.run(
                 [sys.executable, "-m", "bench.loadgen", str(run_dir / "loadgen.json")],

@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import redis
 from confluent_kafka import ConsumerGroupState
 from confluent_kafka.admin import AdminClient
 
@@ -18,6 +17,7 @@ from bench.peers import environment, python_for
 from bench.systems import SystemDef
 from bench.systems.common import RunnerConfig
 from bench.workload import REPO
+from features.redis_connect import connect
 from streams.spec import Connections
 
 
@@ -74,7 +74,9 @@ def launch(
 ) -> Running:
     """Start the system's runner process(es) on the spec; several workers wait for `go`."""
     python = python_for(system.venv)
-    go_key = f"bench:{namespace}:go" if system.workers > 1 else None
+    # Under sf:*, the only keys the stack's `streamfer` ACL user may touch; released with
+    # the namespace.
+    go_key = f"sf:{namespace}:bench-go" if system.workers > 1 else None
     procs, reports, logs = [], [], []
     for i in range(system.workers):
         config = RunnerConfig(
@@ -132,7 +134,7 @@ def release_when_assigned(
         ):
             break
         time.sleep(0.2)
-    client = redis.Redis.from_url(connections.redis_url)
+    client = connect(connections.redis_url)
     try:
         client.set(running.go_key, 1, ex=3600)
     finally:

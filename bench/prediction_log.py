@@ -5,12 +5,14 @@ isolates it: batches of random feature rows and scores (the demo spec's 15 featu
 scores) written through `PredictionLog.write` once per version per round, each run in a
 fresh namespace, versions alternating which goes first, then read back through the same
 version's `read`. Per run: events/s of `write`, Redis CPU per event (`INFO cpu`, the whole
-server) and EVALSHA µs per event (`INFO commandstats`). The base version is
+server, summed over the primaries of a Redis Cluster) and EVALSHA µs per event (`INFO
+commandstats`). The base version is
 `streams/worker/prediction_log.py` of a git revision, imported from a temporary copy, so the
 whole class (encoding included) is compared. Both versions must read back identical entries;
 the read back (right after the writes, as a label join with a short delay) is measured too.
 
-Needs only Redis: STREAMFER_REDIS_URL (default redis://127.0.0.1:6379/0), a user allowed INFO.
+Needs only Redis: STREAMFER_REDIS_URL (default redis://127.0.0.1:6379/0; a single Redis or a
+Redis Cluster's seed node), a user allowed INFO.
 """
 
 from __future__ import annotations
@@ -29,10 +31,11 @@ from types import ModuleType
 from typing import Any
 
 import numpy as np
-import redis
+from redis.cluster import RedisCluster
 
-from bench.feature_store import evalsha_usec, release_namespace, server_cpu_s
+from bench.feature_store import release_namespace
 from bench.workload import REPO
+from features.redis_connect import RedisClient, connect, is_cluster
 
 MODULE_PATH = "streams/worker/prediction_log.py"
 NAMES = tuple(f"feature_{j}" for j in range(15))
@@ -76,31 +79,56 @@ def make_batches(n_events: int, batch: int, seed: int) -> list[dict[str, Any]]:
     return out
 
 
+def _primaries_info(client: RedisClient, section: str) -> list[dict[str, Any]]:
+    """`INFO section` of the one server, or of every primary of a cluster."""
+    if is_cluster(client):
+        assert isinstance(client, RedisCluster)
+        return list(client.info(section, target_nodes=RedisCluster.PRIMARIES).values())
+    return [client.info(section)]
+
+
+def _cpu_s(client: RedisClient) -> np.ndarray:
+    """CPU seconds of each primary (the one server of a single Redis)."""
+    infos = _primaries_info(client, "cpu")
+    return np.array([float(i["used_cpu_user"]) + float(i["used_cpu_sys"]) for i in infos])
+
+
+def _evalsha_usec(client: RedisClient) -> int:
+    stats = _primaries_info(client, "commandstats")
+    return sum(int(i.get("cmdstat_evalsha", {}).get("usec", 0)) for i in stats)
+
+
 def run_once(
-    client: redis.Redis, module: ModuleType, batches: list[dict[str, Any]], horizon_ms: int
+    client: RedisClient, module: ModuleType, batches: list[dict[str, Any]], horizon_ms: int
 ) -> tuple[dict[str, float], list[Any]]:
     namespace = f"bench-pl-{uuid.uuid4().hex[:8]}"
     log = module.PredictionLog(client, namespace, NAMES, horizon_ms)
     log.write([], np.zeros((0, len(NAMES))), {}, "0", None, [])  # names and script, not timed
     n = sum(len(b["event_ids"]) for b in batches)
-    cpu0, usec0 = server_cpu_s(client), evalsha_usec(client)
+    cpu0, usec0 = _cpu_s(client), _evalsha_usec(client)
     wall = 0.0
     for batch in batches:
         start = time.perf_counter()
         log.write(**batch)
         wall += time.perf_counter() - start
-    cpu1, usec1 = server_cpu_s(client), evalsha_usec(client)
+    cpu1, usec1 = _cpu_s(client), _evalsha_usec(client)
     read_wall = time.perf_counter()
     read = [entry for batch in batches for entry in log.read(batch["event_ids"])]
     read_wall = time.perf_counter() - read_wall
-    cpu2 = server_cpu_s(client)
-    keys = sum(1 for _ in client.scan_iter(match=f"sf:{{{namespace}}}:*", count=10_000))
+    cpu2 = _cpu_s(client)
+    # Both layouts: namespace-tagged keys (earlier versions) and per-shard tags.
+    patterns = (f"sf:{{{namespace}}}:*", f"sf:{namespace}:*")
+    keys = sum(1 for p in patterns for _ in client.scan_iter(match=p, count=10_000))
     release_namespace(client, "{" + namespace + "}")
+    release_namespace(client, namespace)
+    per_node = cpu1 - cpu0
     return {
         "events_per_s": n / wall,
-        "redis_cpu_us_per_event": (cpu1 - cpu0) * 1e6 / n,
+        "redis_cpu_us_per_event": per_node.sum() * 1e6 / n,
+        # The busiest node's share of the write CPU against the mean: 1 is even.
+        "node_balance": float(per_node.max() / per_node.mean()) if per_node.sum() else 1.0,
         "evalsha_us_per_event": (usec1 - usec0) / n,
-        "read_redis_cpu_us_per_event": (cpu2 - cpu1) * 1e6 / n,
+        "read_redis_cpu_us_per_event": (cpu2 - cpu1).sum() * 1e6 / n,
         "reads_per_s": n / read_wall,
         "keys": keys,
     }, read
@@ -136,7 +164,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     url = os.environ.get("STREAMFER_REDIS_URL", "redis://127.0.0.1:6379/0")
-    client = redis.Redis.from_url(url)
+    client = connect(url)
     versions = {
         "base": (args.base, load_module(args.base, "base")),
         "candidate": (args.candidate, load_module(args.candidate, "candidate")),
@@ -160,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{med['redis_cpu_us_per_event']:5.2f} us/event  EVALSHA "
             f"{med['evalsha_us_per_event']:5.2f} us/event  read: redis CPU "
             f"{med['read_redis_cpu_us_per_event']:5.2f} us/event, {med['reads_per_s']:9,.0f}/s  "
-            f"keys {med['keys']:,.0f}"
+            f"keys {med['keys']:,.0f}  busiest node / mean {med['node_balance']:.2f}"
         )
     cpu_ratio = statistics.median(
         b["redis_cpu_us_per_event"] / c["redis_cpu_us_per_event"]

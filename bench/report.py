@@ -66,9 +66,15 @@ def summarize_drain(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]
     """Per system: median, min and max events/s over its complete runs."""
     out: dict[str, dict[str, Any]] = {}
     for row in rows:
-        entry = out.setdefault(row["system"], {"rates": [], "incomplete": 0, "errors": []})
+        entry = out.setdefault(
+            row["system"], {"rates": [], "incomplete": 0, "errors": [], "cpu": [], "balances": []}
+        )
         if row["complete"] and row["events_per_s"]:
             entry["rates"].append(row["events_per_s"])
+            if row.get("redis_cpu_us_per_event") is not None:
+                entry["cpu"].append(row["redis_cpu_us_per_event"])
+            if row.get("balance") is not None:
+                entry["balances"].append(row["balance"])
         else:
             entry["incomplete"] += 1
             if row.get("error"):
@@ -80,7 +86,24 @@ def summarize_drain(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]
         entry["max"] = max(rates) if rates else None
         entry["runs"] = len(rates)
         entry["spread"] = (max(rates) - min(rates)) / statistics.median(rates) if rates else None
+        # Redis CPU µs per event (all primaries) and the cluster's busiest node ÷ mean.
+        entry["redis_cpu_us_per_event"] = statistics.median(entry["cpu"]) if entry["cpu"] else None
+        entry["balance"] = statistics.median(entry["balances"]) if entry["balances"] else None
     return out
+
+
+def node_cpu(rows: Sequence[dict[str, Any]]) -> dict[str, list[float]]:
+    """Per system on a cluster: each primary's Redis CPU µs per event, median over the
+    complete runs (nodes in the order the cluster lists its primaries)."""
+    per: dict[str, list[list[float]]] = {}
+    for row in rows:
+        if row["complete"] and row.get("node_cpu_us_per_event"):
+            per.setdefault(row["system"], []).append(row["node_cpu_us_per_event"])
+    return {
+        system: [statistics.median(values) for values in zip(*runs, strict=True)]
+        for system, runs in per.items()
+        if len({len(r) for r in runs}) == 1
+    }
 
 
 def paired_ratios(rows: Sequence[dict[str, Any]], num: str, den: str) -> list[float]:
@@ -161,7 +184,14 @@ def markdown(result: dict[str, Any]) -> str:
         f"Machine: {m.get('cpu')} ({m.get('cpus')} vCPUs, {m.get('hypervisor') or 'bare metal'}),"
         f" {m.get('memory_gib')} GiB; {m.get('platform')}; Python {m.get('python')}. "
         f"Kafka {cfg.get('kafka_version')} (one broker) and Redis {cfg.get('redis_version')} "
-        "on the same machine.",
+        "on the same machine."
+        + (
+            f" The `@cluster` systems run against a Redis Cluster of "
+            f"{cfg['redis_cluster']['primaries']} primaries (Redis "
+            f"{cfg['redis_cluster']['redis_version']})."
+            if cfg.get("redis_cluster")
+            else ""
+        ),
         "",
         "Versions: " + ", ".join(f"{k} {v}" for k, v in m.get("versions", {}).items()),
         "",
@@ -174,20 +204,12 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         "## Drain throughput",
         "",
-        "| system | workers | events | median events/s | min | max | runs | × streamfer-1w |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "Redis CPU: `INFO cpu` (user + sys) of the Redis serving the run, summed over a "
+        "cluster's primaries, from before the runners start to after they stop, per event "
+        "drained; balance: the busiest primary's CPU ÷ the mean (1.00 = even).",
+        "",
     ]
-    summary = result["drain_summary"]
-    base = summary.get(BASELINE, {}).get("median")
-    for system, entry in summary.items():
-        rel = entry["median"] / base if base and entry["median"] else None
-        first = next(r for r in result["drain"] if r["system"] == system)
-        failed = f" ({entry['incomplete']} incomplete)" if entry["incomplete"] else ""
-        lines.append(
-            f"| {system} | {first['workers']} | {first['events']:,} | {_fmt(entry['median'])} | "
-            f"{_fmt(entry['min'])} | "
-            f"{_fmt(entry['max'])} | {entry['runs']}{failed} | {_fmt(rel, 2)} |"
-        )
+    lines += drain_table(result)
     lines += ["", "## Ratios at drain (median of per-round ratios)", ""]
     lines += ["| ratio | median | min | max | rounds |", "|---|---:|---:|---:|---:|"]
     for name, r in result["ratios"].items():
@@ -240,6 +262,45 @@ def markdown(result: dict[str, Any]) -> str:
             lines.append(f"| {name} | {check['value']:.2f} | {'yes' if check['met'] else 'no'} |")
     lines.append("")
     return "\n".join(lines)
+
+
+def drain_table(result: dict[str, Any]) -> list[str]:
+    """The drain table: events/s, × passthrough and × streamfer-1w (medians), Redis CPU µs
+    per event and, on a cluster, the balance."""
+    lines = [
+        "| system | Redis | workers | events | median events/s | min | max | runs "
+        "| × passthrough | × streamfer-1w | Redis CPU µs/event | balance |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    summary = result["drain_summary"]
+    base = summary.get(BASELINE, {}).get("median")
+    floor = summary.get("passthrough", {}).get("median")
+    for system, entry in summary.items():
+        median = entry["median"]
+        first = next(r for r in result["drain"] if r["system"] == system)
+        failed = f" ({entry['incomplete']} incomplete)" if entry["incomplete"] else ""
+        lines.append(
+            f"| {system} | {first.get('redis', 'single')} | {first['workers']} | "
+            f"{first['events']:,} | {_fmt(median)} | {_fmt(entry['min'])} | "
+            f"{_fmt(entry['max'])} | {entry['runs']}{failed} | "
+            f"{_fmt(median / floor if floor and median else None, 2)} | "
+            f"{_fmt(median / base if base and median else None, 2)} | "
+            f"{_fmt(entry.get('redis_cpu_us_per_event'), 1)} | "
+            f"{_fmt(entry.get('balance'), 2)} |"
+        )
+    nodes = node_cpu(result["drain"])
+    if nodes:
+        width = max(len(v) for v in nodes.values())
+        lines += [
+            "",
+            "Redis CPU µs per event on each cluster primary (median over runs):",
+            "",
+            "| system | " + " | ".join(f"node {i + 1}" for i in range(width)) + " |",
+            "|---|" + "---:|" * width,
+        ]
+        for system, values in nodes.items():
+            lines.append(f"| {system} | " + " | ".join(f"{v:.1f}" for v in values) + " |")
+    return lines
 
 
 def stage_profile(rows: Sequence[dict[str, Any]], system: str = BASELINE) -> dict[str, float]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -11,13 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import redis
-
 from bench import report
 from bench.drain import Bench, measure_drain
 from bench.latency import measure_latency
-from bench.systems import SYSTEMS, SystemDef
+from bench.redis_cpu import primaries
+from bench.redis_targets import DEFAULT_CLUSTER_PORT, RedisTarget, cluster_target
+from bench.systems import SYSTEMS, SystemDef, with_cluster
 from bench.workload import PARTITIONS, REPO, Footprint, demo_spec_dict, ensure_model, prefill
+from features.redis_connect import connect
 from streams.spec import Connections
 
 log = logging.getLogger(__name__)
@@ -44,22 +46,42 @@ class Options:
     max_wait_ms: int | None = None
     out: Path | None = None
     keep_runs: bool = False
+    redis_cluster: bool = False  # add the `@cluster` twin of each streamfer system
+    cluster_port: int = DEFAULT_CLUSTER_PORT  # first base port tried for a local cluster
     command: str = "python -m bench"
 
     def resolve_systems(self) -> list[SystemDef]:
-        unknown = [s for s in self.systems if s not in SYSTEMS]
+        names = with_cluster(self.systems) if self.redis_cluster else self.systems
+        unknown = [s for s in names if s not in SYSTEMS]
         if unknown:
             raise ValueError(f"unknown systems {unknown}; choose from {sorted(SYSTEMS)}")
-        chosen = [SYSTEMS[s] for s in self.systems]
+        chosen = [SYSTEMS[s] for s in names]
         for label, path in self.patches:
             chosen.append(SYSTEMS[report.BASELINE].patched(label, str(Path(path).resolve())))
         return chosen
 
 
 def run_suite(options: Options, connections: Connections | None = None) -> dict[str, Any]:
-    """Run the benchmark and write results.json, results.md and the plots; the result."""
+    """Run the benchmark and write results.json, results.md and the plots; the result.
+
+    With a `@cluster` system among those chosen, the cluster is taken or started first
+    (`bench.redis_targets.cluster_target`) and stopped at the end, whatever happens.
+    """
     connections = connections or Connections.from_env()
     systems = options.resolve_systems()
+    with contextlib.ExitStack() as stack:
+        cluster = None
+        if any(s.cluster for s in systems):
+            cluster = stack.enter_context(cluster_target(options.cluster_port))
+        return _run(options, connections, systems, cluster)
+
+
+def _run(
+    options: Options,
+    connections: Connections,
+    systems: list[SystemDef],
+    cluster: RedisTarget | None,
+) -> dict[str, Any]:
     date = dt.datetime.now(dt.UTC)
     out = options.out or REPO / "bench" / "results" / date.strftime("%Y-%m-%d")
     out.mkdir(parents=True, exist_ok=True)
@@ -76,6 +98,7 @@ def run_suite(options: Options, connections: Connections | None = None) -> dict[
         run_root,
         max_size=options.max_size,
         max_wait_ms=options.max_wait_ms,
+        cluster=cluster,
     )
     result: dict[str, Any] = {
         "date": date.isoformat(timespec="seconds"),
@@ -92,7 +115,8 @@ def run_suite(options: Options, connections: Connections | None = None) -> dict[
             "latency_seconds": options.latency_seconds,
             "latency_warmup_s": options.latency_warmup_s,
             "kafka_version": _kafka_version(),
-            "redis_version": _redis_version(connections),
+            "redis_version": _redis_version(connections.redis_url),
+            "redis_cluster": _cluster_config(cluster),
             "token": token,
         },
     }
@@ -246,9 +270,24 @@ def _kafka_version() -> str:
     return StackConfig.from_env().kafka_version
 
 
-def _redis_version(connections: Connections) -> str:
-    client = redis.Redis.from_url(connections.redis_url)
+def _redis_version(url: str) -> str:
+    client = connect(url)
     try:
-        return str(client.info("server").get("redis_version"))
+        return str(primaries(client)[0].info("server").get("redis_version"))
+    finally:
+        client.close()
+
+
+def _cluster_config(cluster: RedisTarget | None) -> dict[str, Any] | None:
+    """The cluster's primaries and version (never its URL: it holds a password)."""
+    if cluster is None:
+        return None
+    client = connect(cluster.info_url)
+    try:
+        nodes = primaries(client)
+        return {
+            "primaries": len(nodes),
+            "redis_version": str(nodes[0].info("server").get("redis_version")),
+        }
     finally:
         client.close()

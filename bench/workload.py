@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import redis
 import yaml
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from features.redis_connect import connect
 from streams.ops.topics import create_topics
 from streams.spec import Connections, load_spec, parse_spec
 from streams.workloads.producing import produce_events
@@ -118,7 +118,7 @@ class Footprint:
     connections: Connections
     topics: set[str] = field(default_factory=set)
     topic_prefixes: set[str] = field(default_factory=set)
-    namespaces: set[str] = field(default_factory=set)
+    namespaces: dict[str, str] = field(default_factory=dict)  # namespace → its Redis URL
 
     def admin(self) -> AdminClient:
         return AdminClient(self.connections.kafka_config())
@@ -154,8 +154,9 @@ class Footprint:
                 log.warning("could not delete topic %s: %s", name, exc)
 
     def release_namespace(self, namespace: str) -> int:
-        """Unlink every Redis key of one namespace (features, replay records, prediction log)."""
-        client = redis.Redis.from_url(self.connections.redis_url)
+        """Unlink every Redis key of one namespace (features, replay records, prediction log)
+        on the Redis it was used on (the stack's, or the bench's cluster)."""
+        client = connect(self.namespaces.get(namespace) or self.connections.redis_url)
         removed = 0
         try:
             for pattern in (f"sf:{namespace}:*", f"sf:{{{namespace}}}:*", f"bench:{namespace}:*"):
@@ -169,7 +170,7 @@ class Footprint:
                     removed += client.unlink(*batch)
         finally:
             client.close()
-        self.namespaces.discard(namespace)
+        self.namespaces.pop(namespace, None)
         return removed
 
     def release(self) -> None:

@@ -91,11 +91,12 @@ def wait_for_go(
     redis_url: str, key: str, serve: Callable[[float], None], stop: threading.Event
 ) -> None:
     """Serve the consumer group (paused) until the harness sets `key` in Redis."""
-    import redis
+    from features.redis_connect import connect  # redis-py only: runs in the Quix venv too
 
-    client = redis.Redis.from_url(redis_url)
+    client = connect(redis_url)
     try:
-        while not stop.is_set() and not client.exists(key):
+        # GET, not EXISTS: the stack's `streamfer` ACL user may only send streamfer's commands.
+        while not stop.is_set() and client.get(key) is None:
             serve(0.05)
     finally:
         client.close()

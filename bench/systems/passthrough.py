@@ -59,7 +59,12 @@ def main(config_path: str) -> None:
     pending: list[TopicPartition] | None = None
     events = 0
     while not stop.is_set():
-        messages = consumer.consume(max_size, max_wait_s)
+        # As the worker takes a batch (streams/worker/consumer.py poll_batch): what is queued
+        # now, waiting only when nothing is, so the floor is not the consume wait itself.
+        messages = consumer.consume(max_size, 0)
+        if not messages:
+            first = consumer.poll(max_wait_s)
+            messages = [first, *consumer.consume(max_size - 1, 0)] if first is not None else []
         good = [m for m in messages if m.error() is None]
         if pending is not None and (good or not messages):
             while producer.flush(10.0) > 0:
