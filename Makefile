@@ -22,12 +22,14 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 install: $(VENV)/.installed
 
-# Java 17 and Maven fetch and run the Kafka broker; redis-server serves the features;
+# Java 17 and Maven fetch and run the Kafka broker; redis-server serves the features (redis-cli
+# joins the test Redis Cluster);
 # promtool checks /metrics and Chromium runs the dashboard's browser test; openssl makes the
 # throwaway CA and certificates of `streamfer up --secure`.
 prerequisites:
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v redis-cli >/dev/null || missing="$$missing redis-tools"; \
 	command -v promtool >/dev/null || missing="$$missing prometheus"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v java >/dev/null || missing="$$missing openjdk-17-jre-headless"; \
