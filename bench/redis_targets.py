@@ -30,8 +30,6 @@ CLUSTER_URL_ENV = "STREAMFER_BENCH_CLUSTER_URL"
 CLUSTER_ADMIN_URL_ENV = "STREAMFER_BENCH_CLUSTER_ADMIN_URL"
 ADMIN_URL_ENV = "STREAMFER_REDIS_ADMIN_URL"
 CLUSTER_PRIMARIES = 3
-# Below Linux's ephemeral ports (32768+): no client's outgoing port can take one meanwhile.
-PORT_LIMIT = 32768
 DEFAULT_CLUSTER_PORT = 27000
 
 
@@ -51,18 +49,6 @@ def single_target(connections: Connections) -> RedisTarget:
     )
 
 
-def free_base(start: int, count: int = CLUSTER_PRIMARIES) -> int:
-    """The first base port from `start` with its 3 × `count` ports (clients, TLS, cluster
-    bus) free and below PORT_LIMIT."""
-    from streams.stack.processes import port_free
-
-    width = 3 * count
-    for base in range(start, PORT_LIMIT - width + 1, width):
-        if all(port_free(base + i) for i in range(width)):
-            return base
-    raise RuntimeError(f"no {width} free ports from {start} below {PORT_LIMIT}")
-
-
 @contextlib.contextmanager
 def cluster_target(start_port: int = DEFAULT_CLUSTER_PORT) -> Iterator[RedisTarget]:
     """The cluster to measure: STREAMFER_BENCH_CLUSTER_URL, or a local one for the run."""
@@ -71,10 +57,12 @@ def cluster_target(start_port: int = DEFAULT_CLUSTER_PORT) -> Iterator[RedisTarg
         yield RedisTarget("cluster", url, os.environ.get(CLUSTER_ADMIN_URL_ENV) or url)
         return
     from streams.stack.discovery import find_redis_cli, find_redis_server
-    from streams.stack.redis_cluster import LocalRedisCluster
+    from streams.stack.redis_cluster import LocalRedisCluster, free_cluster_base
 
     home = Path(tempfile.mkdtemp(prefix="sf-bench-cluster-"))
-    cluster = LocalRedisCluster(home, free_base(start_port), CLUSTER_PRIMARIES)
+    cluster = LocalRedisCluster(
+        home, free_cluster_base(CLUSTER_PRIMARIES, start_port), CLUSTER_PRIMARIES
+    )
     try:
         # `up` stops what it started when it fails; `down` below covers the success path.
         urls = cluster.up(find_redis_server(), find_redis_cli(), time.monotonic() + 90.0)

@@ -147,6 +147,9 @@ class _Columns:
         self.d: list[np.ndarray] = []
         self.s: np.ndarray | None = None
         self.o: np.ndarray | None = None
+        # Per call's shards: its events and per field its values (see `_select`), made once
+        # for the call's document and reused to place its reply.
+        self.selected: dict[Shards, tuple[np.ndarray, list[np.ndarray]]] = {}
 
 
 class RedisFeatureStore:
@@ -317,13 +320,16 @@ class RedisFeatureStore:
 
     def _select(self, cols: _Columns, shards: Shards) -> tuple[np.ndarray, list[np.ndarray]]:
         """The events a call over `shards` carries, and per field which values are its."""
+        if (made := cols.selected.get(shards)) is not None:
+            return made
         member = np.zeros(SHARDS + 1, dtype=bool)  # indexed by shard + 1: -1 (no value) → 0
         member[np.asarray(shards) + 1] = True
         masks = [member[sh.astype(np.intp) + 1] for sh in cols.shards]
         wanted = cols.home.copy() if 0 in shards else np.zeros(cols.n, dtype=bool)
         for m in masks:
             wanted |= m
-        return np.flatnonzero(wanted), masks
+        made = cols.selected[shards] = (np.flatnonzero(wanted), masks)
+        return made
 
     def _document(self, cols: _Columns, shards: Shards) -> bytes:
         """The batch document of one call: its events, their values in its shards."""

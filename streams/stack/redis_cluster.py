@@ -50,6 +50,18 @@ if TYPE_CHECKING:
 
 SLOTS = 16384
 MIN_PRIMARIES = 3  # redis-cli --cluster create refuses fewer
+# Linux's ephemeral ports start here: below it no client's outgoing port can take one later.
+EPHEMERAL_START = 32768
+
+
+def free_cluster_base(count: int, start: int, stop: int = EPHEMERAL_START) -> int:
+    """The first base port in [start, stop) whose 3 × `count` ports (clients, TLS, cluster
+    bus of `count` nodes) are free."""
+    width = 3 * count
+    for base in range(start, stop - width + 1, width):
+        if all(port_free(base + i) for i in range(width)):
+            return base
+    raise StackError(f"no {width} free ports from {start} below {stop}")
 
 
 @dataclass(frozen=True)
