@@ -55,14 +55,23 @@ class Supervisor:
     env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
+    _log_mark: int = 0  # the log's size at the last start
 
     def start(self) -> None:
         extra = ["--workers", str(self.workers), "--instance-id", self.instance_id]
         if self.exactly_once:
             extra.append("--eos")
         env = {**FAST_SESSION, **self.env}
+        self._log_mark = self.log.stat().st_size if self.log.exists() else 0
         self.proc = start_worker(self.spec_file, self.conn, self.log, *extra, env=env)
         self.starts += 1
+
+    def ready(self) -> bool:
+        """Every worker of the last start is up (serving its metrics): past the imports,
+        with its signal handlers installed."""
+        with self.log.open("rb") as f:
+            f.seek(self._log_mark)
+            return f.read().count(b"metrics on") >= self.workers
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

@@ -101,6 +101,18 @@ class History:
         with self._lock:
             return len(self._labelled)
 
+    def snapshot(self) -> list[Seen]:
+        """The predictions read so far."""
+        with self._lock:
+            return list(self.seen)
+
+    def read_to(self) -> dict[int, int]:
+        """Per predictions partition, the offset after the last prediction read."""
+        ends: dict[int, int] = {}
+        for seen in self.snapshot():
+            ends[seen.partition] = max(ends.get(seen.partition, 0), seen.offset + 1)
+        return ends
+
     def labels_flushed(self, timeout_s: float) -> bool:
         """Every label produced so far acknowledged by the broker, within `timeout_s`."""
         return self._producer.flush(timeout_s) == 0

@@ -24,6 +24,7 @@ import redis
 
 from inference.adaptation import SnapshotStore
 from streams.learner.process import LearnerProcessError
+from streams.ops.lag import LagReader
 from streams.ops.topics import ensure_topics
 from streams.spec import Connections
 from streams.stack.local import LocalStack
@@ -83,6 +84,7 @@ class Report:
     refused_starts: int = 0  # `streamfer run` started while the broker or Redis was away
     hangs: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    diagnosis: list[str] = field(default_factory=list)  # what a hang found stuck, and where
     seconds: float = 0.0
 
     @property
@@ -111,6 +113,7 @@ class Report:
         if failures:
             lines.append(f"FAILED ({len(failures)}); replay: {self.config.replay()}")
             lines.extend(f"  - {f}" for f in failures)
+            lines.extend(self.diagnosis)
         else:
             lines.append("every check passed")
         return "\n".join(lines)
@@ -179,6 +182,9 @@ class ChaosRun:
                 while time.monotonic() - flow_start < step.at_s:
                     self._watch()
                     time.sleep(0.2)
+                # A supervisor that exited since (a start refused during the fault before)
+                # is started again first: a fault is aimed at a running fleet.
+                self._watch()
                 self.log(f"fault: {step.describe()}")
                 self._fault(step)
                 faults = self.report.faults
@@ -285,6 +291,7 @@ class ChaosRun:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pids[step.pick % len(pids)], signal.SIGKILL)
         elif step.fault is Fault.WORKER_SIGTERM:
+            self._running(sup)
             code = sup.sigterm()
             if code is None:
                 raise Hang(f"supervisor {sup.instance_id} did not exit after SIGTERM")
@@ -308,15 +315,31 @@ class ChaosRun:
         elif step.fault is Fault.LEARNER_KILL:
             self._learner_kill(member)
 
+    def _running(self, sup: Supervisor) -> None:
+        """Bounded: `sup` running with its workers up; a SIGTERM that lands during the
+        imports, before any handler is installed, would test Python's default action.
+        A start refused meanwhile is started again, as `_watch` does."""
+
+        def up() -> bool:
+            if not sup.alive():
+                self._watch()
+            return sup.ready()
+
+        wait_until(up, START_S, f"supervisor {sup.instance_id} running")
+
     def _caught_up(self) -> None:
         """Every event produced so far predicted, every label of those learned."""
         for member in self.members:
             produced = self.feed.produced[self.members.index(member)]
-            wait_until(
-                lambda m=member, n=produced: m.history.distinct() >= n,
-                self.config.drain_s,
-                f"{member.pipeline.mode}: {produced} events predicted",
-            )
+            try:
+                wait_until(
+                    lambda m=member, n=produced: m.history.distinct() >= n,
+                    self.config.drain_s,
+                    f"{member.pipeline.mode}: {produced} events predicted",
+                )
+            except Hang:
+                self.report.diagnosis.extend(self._diagnose(member))
+                raise
             wait_until(lambda m=member: m.history.labels_flushed(1), 60, "labels delivered")
         for member in self.members:
             labels = member.pipeline.spec.topics.labels
@@ -327,6 +350,41 @@ class ChaosRun:
                 )
             except LearnerProcessError as exc:
                 raise Hang(str(exc)) from None
+
+    def _diagnose(self, member: Member) -> list[str]:
+        """What a CI log needs to find a stuck pipeline's cause without its files: the
+        group's state and lag per partition, then each supervisor's last log lines."""
+        spec = member.pipeline.spec
+        lines = [f"diagnosis of {member.pipeline.mode} (events {spec.topics.events}):"]
+        try:
+            snapshot = LagReader(self.conn).snapshot([spec.group], [spec.topics.events])
+            state = snapshot.groups.get(spec.group)
+            lines.append(f"  group {spec.group}: {state}")
+            for tp, committed in sorted(snapshot.committed.get(spec.group, {}).items()):
+                end = snapshot.log_end.get(tp)
+                lines.append(f"  partition {tp[1]}: committed {committed}, end {end}")
+        except Exception as exc:  # a diagnosis never hides the hang it explains
+            lines.append(f"  lag not read: {exc!r}")
+        seen = {s.event_id for s in member.history.snapshot()}
+        produced = member.pipeline.events[: self.feed.produced[self.members.index(member)]]
+        missing = [e["event_id"] for e in produced if e["event_id"] not in seen]
+        lines.append(f"  predicted {len(seen)} distinct events; {len(missing)} not: {missing[:5]}")
+        # Where the reader stands against each predictions partition's end: a reader behind
+        # the end is the harness stuck, not the workers.
+        read_to = member.history.read_to()
+        try:
+            ends = end_offsets(self.conn, spec.topics.predictions)
+            lines.append(
+                "  predictions read/end: "
+                + ", ".join(f"{p}: {read_to.get(p, 0)}/{e}" for p, e in sorted(ends.items()))
+            )
+        except Exception as exc:
+            lines.append(f"  predictions' ends not read: {exc!r}")
+        for sup in member.supervisors:
+            tail = sup.log.read_text(errors="replace").splitlines()[-25:]
+            lines.append(f"  last lines of {sup.log.name}:")
+            lines.extend(f"    {line[:300]}" for line in tail)
+        return lines
 
     def _redis_wipe(self) -> None:
         """Redis comes back empty. Its prediction log goes with it, so the labels of what was
