@@ -178,6 +178,13 @@ class BatchConsumer:
     def assignment(self) -> set[tuple[str, int]]:
         return {(p.topic, p.partition) for p in self._consumer.assignment()}
 
+    def broker_answers(self, timeout_s: float) -> bool:
+        try:
+            self._consumer.list_topics(timeout=timeout_s)
+        except KafkaException:
+            return False
+        return True
+
     def store_offsets(self, offsets: dict[tuple[str, int], int]) -> None:
         if not offsets:
             return

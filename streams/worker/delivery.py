@@ -49,7 +49,15 @@ class DeliveryFailed(Exception):
 
 
 class BatchAborted(Exception):
-    """The batch's transaction was aborted; consume the batch again."""
+    """The batch's transaction was aborted, or its producer replaced; consume it again.
+
+    `replay`: an earlier batch to consume again as well (the one whose records a replaced
+    producer still held), or None.
+    """
+
+    def __init__(self, reason: str, replay: MessageBatch | None = None) -> None:
+        super().__init__(reason)
+        self.replay = replay
 
 
 @dataclass(slots=True)
@@ -89,6 +97,11 @@ class SourceOffsets(Protocol):
         """The consumer group's metadata, for `send_offsets_to_transaction`."""
         ...
 
+    def broker_answers(self, timeout_s: float) -> bool:
+        """A broker answered a metadata request within `timeout_s` (the consumer's own
+        connections: a check that does not go through the producer it judges)."""
+        ...
+
 
 # How long the revoke and shutdown paths wait for the broker to acknowledge a batch.
 DRAIN_TIMEOUT_S = 30.0
@@ -96,6 +109,11 @@ DRAIN_TIMEOUT_S = 30.0
 # up as stuck (librdkafka#5456: `send_offsets_to_transaction` can ignore its timeout).
 STUCK_GRACE_S = 5.0
 SEND_OFFSETS_BOUND_S = 10.0
+# How long records may go unacknowledged, none of them acknowledged meanwhile, while a
+# broker answers, before the producer is taken for stuck and replaced. Longer than
+# librdkafka's own recovery of a request whose connection died (request.timeout.ms 30 s,
+# then a retry); a broker that does not answer is an outage, waited out however long.
+STUCK_ACKS_S = 60.0
 
 
 class Output(Protocol):
@@ -146,6 +164,34 @@ def _producer_config(
     return link.client_config(config) if link is not None else config
 
 
+class AckWatch:
+    """Whether a producer waited on is stuck: its records unacknowledged, none of them
+    acknowledged for `stuck_s`, counted from when a broker was seen answering (a producer
+    that lived through an outage gets its reconnect's time; a stall in librdkafka, or a
+    partition refusing writes, does not end by waiting). While no broker answers it is an
+    outage: never stuck."""
+
+    def __init__(
+        self, stuck_s: float, unacked: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._stuck_s = stuck_s
+        self._unacked = unacked
+        self._clock = clock
+        self._since: float | None = None  # nothing acknowledged since, a broker answering
+
+    def stuck(self, left: int, broker_answers: Callable[[float], bool]) -> bool:
+        """After each wait: `left` records still unacknowledged."""
+        if left < self._unacked:  # progress
+            self._unacked, self._since = left, None
+            return False
+        now = self._clock()
+        if self._since is None:
+            if broker_answers(5.0):
+                self._since = now
+            return False
+        return now - self._since >= self._stuck_s and broker_answers(5.0)
+
+
 class AtLeastOnceOutput:
     def __init__(
         self,
@@ -157,11 +203,12 @@ class AtLeastOnceOutput:
         link: BrokerLink | None = None,
         drain_timeout_s: float = DRAIN_TIMEOUT_S,
         progress: Progress | None = None,
+        stuck_acks_s: float = STUCK_ACKS_S,
     ) -> None:
         self._failures: list[str] = []
-        self._producer = Producer(
-            _producer_config(producer_config, link, on_delivery=self._on_delivery_error)
-        )
+        self._config = _producer_config(producer_config, link, on_delivery=self._on_delivery_error)
+        self._producer = Producer(self._config)
+        self._stuck_acks_s = stuck_acks_s
         self._drain_timeout_s = drain_timeout_s
         self._consumer = consumer
         self._topics = topics
@@ -185,8 +232,11 @@ class AtLeastOnceOutput:
             return
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         waiting = False  # for an unreachable broker: a known outage, not a stall
+        watch = AckWatch(self._stuck_acks_s, len(self._producer))
         try:
-            while self._producer.flush(10.0 if deadline is None else 1.0) > 0:
+            while (left := self._producer.flush(10.0 if deadline is None else 1.0)) > 0:
+                if deadline is None and watch.stuck(left, self._consumer.broker_answers):
+                    self._replace(pending, left)
                 if deadline is not None and time.monotonic() >= deadline:
                     log.warning(
                         "%d records not acknowledged after %.0f s; "
@@ -216,6 +266,25 @@ class AtLeastOnceOutput:
             return
         self._consumer.store_offsets(pending.source.next_offsets())
         self._metrics.predictions_out.inc(len(pending.predictions))
+
+    def _replace(self, pending: OutputBatch, left: int) -> None:
+        """The producer is stuck (`AckWatch`): a fresh one replaces it, and the batch it
+        held is consumed again (raises `BatchAborted`)."""
+        log.error(
+            "%d records unacknowledged for %.0f s while the broker answers: replacing the "
+            "producer; their events will be consumed again",
+            left,
+            self._stuck_acks_s,
+        )
+        stuck, self._producer = self._producer, Producer(self._config)
+        # Their delivery reports ("purged") are not failures of the batches to come.
+        stuck.purge()
+        stuck.flush(1.0)
+        self._failures.clear()
+        self._metrics.producers_replaced.inc()
+        raise BatchAborted(
+            f"producer replaced with {left} records unacknowledged", replay=pending.source
+        )
 
     def send(self, batch: OutputBatch) -> None:
         self._confirm_pending()

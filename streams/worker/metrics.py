@@ -132,6 +132,12 @@ class WorkerMetrics:
         self.rebalances = Counter(
             "streamfer_rebalances", "Partition assignment changes", ["kind"], registry=r
         )
+        self.producers_replaced = Counter(
+            "streamfer_producers_replaced",
+            "Producers replaced after their records went unacknowledged while the broker "
+            "answered (their batch is consumed again)",
+            registry=r,
+        )
         self.paused = Gauge(
             "streamfer_paused", "1 while consumption is paused for backpressure", registry=r
         )

@@ -28,11 +28,7 @@ from features.store import FeatureStore, StateLost
 from inference.adaptation import Adapter, ExampleSourceFactory
 from inference.registry import ModelRegistry, ModelSwitch
 from inference.shadow import ShadowModel
-from streams.events.codec import (
-    decode_batch,
-    encode_feature_records,
-    encode_predictions,
-)
+from streams.events.codec import decode_batch, encode_feature_records, encode_predictions
 from streams.events.dead_letters import withheld
 from streams.events.schema import EventValidator
 from streams.spec import Connections, DeliveryMode, PipelineSpec
@@ -298,7 +294,10 @@ class Worker:
                         continue
                     if not self._settle_log():
                         continue  # stopping while Redis is down: that batch replays
-                    self._output.idle()
+                    try:
+                        self._output.idle()
+                    except BatchAborted as exc:  # its producer replaced: the batch replays
+                        self._consume_again(None, None, exc.replay)
                     # Idle time counts only while we own partitions: a worker waiting for
                     # its assignment (e.g. a dead member's session to expire) is not idle.
                     if idle_exit_s is not None:
@@ -425,7 +424,7 @@ class Worker:
             self.stats.aborted_batches += 1
             log.warning("batch aborted (%s): consuming it again", exc)
             writing.durable(IN_FLIGHT_TIMEOUT_S)  # the batch's retry rewrites it anyway
-            self._consume_again(held, following)
+            self._consume_again(held, following, exc.replay)
             return None
         self._log_pending = writing
         self.metrics.stage.labels("produce").observe(time.perf_counter() - started)
@@ -434,14 +433,18 @@ class Worker:
         self._close(held)
         return following
 
-    def _consume_again(self, held: InFlight, following: InFlight | None) -> None:
-        """Give both up and seek back to them (`following` first: `held` is older). Not
-        partitions revoked since, even if assigned back: they restart from the committed
-        offset, and a seek to the batch would skip the events before it."""
+    def _consume_again(
+        self, held: InFlight | None, following: InFlight | None, sent: MessageBatch | None = None
+    ) -> None:
+        """Give both up and seek back to them, and to `sent` (produced before, unconfirmed):
+        oldest last. Not partitions revoked since, even if assigned back: they restart from
+        the committed offset, and a seek to the batch would skip the events before it."""
         self._close(held, following)
         for batch in (following, held):
             if batch is not None:
                 self._consumer.rewind(batch.batch, self._consumer.assignment() - batch.revoked)
+        if sent is not None:
+            self._consumer.rewind(sent, self._consumer.assignment())
 
     def _features_of(self, held: InFlight) -> Featurized | None:
         """The batch's features from the Redis thread; after a failure, retried here."""
