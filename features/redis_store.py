@@ -25,9 +25,11 @@ same on a single Redis and a cluster; an entity's keys are in its value's shard,
     sf:<ns>:{<tag>}:hw:<topic>/<partition>             string: the shard's high-water of
         the partition: the highest offset of every batch applied (every call writes it for
         each of its shards). No TTL: its absence means lost state, not an idle partition.
-    sf:<ns>:{<tag>}:r:<topic>/<partition>:<offset // 1024>
-        hash: "<offset>:<entity field number>" → that entity's columns of the event
-        (little-endian float64) + 1 late byte. PX = replay_ttl, refreshed by every write.
+    sf:<ns>:{<tag>}:rec:<topic>/<partition>:<offset // 1024>
+        string: the replay records of those offsets, packed back to back (one APPEND per
+        call): offset (float64), entity field number (byte), that entity's columns of the
+        event (little-endian float64), 1 late byte. PX = replay_ttl, refreshed by every
+        write. A replay reads the whole string once per call.
     sf:<ns>:{<tag>}:epoch                               string: the shard's state epoch
         (`features.epoch`), no TTL. Written by a fresh pipeline's first batch and by
         `streamfer rebuild`; checked by every guarded batch, with the batch's `floors`:
@@ -53,6 +55,7 @@ from typing import Any
 
 import numpy as np
 import orjson
+import redis
 
 from features.epoch import new_epoch
 from features.redis_connect import RedisClient, is_cluster
@@ -66,7 +69,10 @@ from features.semantics import (
 from features.shard_calls import ShardCalls, Shards
 from features.shards import SHARDS, ShardMap, epoch_keys, shard_prefixes, shard_slots
 from features.spec import Aggregation, FeatureSpec
-from features.store import FeatureBatch, FeatureResult, StateLost
+from features.store import FeatureBatch, FeatureResult, StateLost, StoreRefused
+
+# How Redis words an ACL refusal inside a script (Redis 7: an ERR reply, not NOPERM).
+_REFUSED_IN_SCRIPT = "The user executing the script can't"
 
 
 def _tag_text(text: str) -> str:
@@ -218,7 +224,20 @@ class RedisFeatureStore:
             empty = np.zeros(0, dtype=bool)
             return FeatureResult(np.zeros((0, k), dtype=np.float64), empty, empty.copy())
         cols = self._encode(batch)
-        replies = self._calls.run(self._config, lambda shards: self._document(cols, shards))
+        try:
+            replies = self._calls.run(self._config, lambda shards: self._document(cols, shards))
+        except redis.exceptions.ResponseError as exc:
+            # An ACL, not the events: a NOPERM, or inside a script Redis's "ERR The user
+            # executing the script can't run this command" (or "can't access ... keys").
+            if isinstance(exc, redis.exceptions.NoPermissionError) or _REFUSED_IN_SCRIPT in str(
+                exc
+            ):
+                raise StoreRefused(
+                    f"Redis refused a command of the feature script ({exc}); the Redis user "
+                    "lacks a permission streamfer needs: give it the commands "
+                    "docs/operations.md lists"
+                ) from None
+            raise
         lost = [r[1].decode() for _, r in replies if len(r) == 2 and r[0] == b"lost"]
         if lost:
             raise StateLost(f"feature state of namespace {self.namespace!r}: {lost[0]}")

@@ -166,6 +166,10 @@ class Transform(_Frozen):
         return 0.0 if self.fill is None else self.fill
 
 
+# Entity fields per spec (features.lua packs a replay record's field number in a byte).
+MAX_ENTITIES = 255
+
+
 class FeatureSpec(_Frozen):
     """All features of a pipeline: aggregations (stateful) then transforms (stateless)."""
 
@@ -178,6 +182,11 @@ class FeatureSpec(_Frozen):
     def _check(self) -> FeatureSpec:
         if self.replay_ttl <= 0:
             raise ValueError("replay_ttl must be positive, e.g. replay_ttl: 24h")
+        if len(self.entities) > MAX_ENTITIES:
+            raise ValueError(
+                f"{len(self.entities)} entity fields; at most {MAX_ENTITIES} (a replay record "
+                "names its entity field in one byte)"
+            )
         seen: dict[str, str] = {}
         places = [(f"aggregations[{i}]", (a.name,)) for i, a in enumerate(self.aggregations)]
         places += [(f"transforms[{i}]", t.columns) for i, t in enumerate(self.transforms)]

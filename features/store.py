@@ -59,6 +59,12 @@ class FeatureResult:
     replayed: np.ndarray
 
 
+class StoreRefused(Exception):
+    """The store's server refused a command for good: its user lacks a permission the store
+    needs (a Redis ACL). Retrying cannot help and the events are not at fault (they are not
+    dead-lettered): the caller stops, saying this."""
+
+
 class StateLost(Exception):
     """The store's state is gone (restart without data, FLUSHALL, eviction) or behind what
     was already delivered (a failover that dropped recent writes); nothing was applied.

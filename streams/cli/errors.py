@@ -19,6 +19,7 @@ class UserError(Exception):
 
 def _user_error_types() -> tuple[type[BaseException], ...]:
     # Imported here so `streamfer --help` does not load onnxruntime, River and faust.
+    from features.store import StoreRefused
     from inference.adaptation import SnapshotKeyMissing
     from inference.onnx_model import ModelLoadError
     from streams.learner.errors import LearnerError
@@ -44,6 +45,7 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
         RebuildError,
         ReplayError,
         DemoError,
+        StoreRefused,
     )
 
 

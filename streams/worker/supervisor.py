@@ -23,6 +23,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from features.store import StoreRefused
 from streams.security.redaction import install_log_redaction, redacted_traceback
 from streams.spec import Connections, load_spec
 from streams.worker.kafka_log import BrokerRefused
@@ -205,7 +206,7 @@ def _child(
     install_log_redaction()
     try:
         stats = run_one(spec_path, connections, options, worker_id)
-    except BrokerRefused as exc:
+    except (BrokerRefused, StoreRefused) as exc:
         log.error("%s", exc)
         sys.exit(_EXIT_REFUSED)
     except Exception as exc:
