@@ -24,7 +24,8 @@ entities that are not in the call's shards hold their empty value (the caller ta
 from the call of their own shard).
 
 Idempotency is per (shard, source partition): its high-water (highest offset applied) and
-replay records (per event and entity field, that entity's columns and its late bit).
+replay records (per event and entity field, that entity's columns and its late bit), packed
+back to back in one string per 1024 offsets: one APPEND per call, not a hash field each.
 Every call sets the high-water of each of its shards to the batch's highest offset of each
 partition (`m`), so every shard's high-water covers every batch the workers delivered.
 ]]
@@ -428,10 +429,36 @@ local function decayed(a, s, t, ap, i)
   return 0
 end
 
--- Source partitions per shard: high-water (hw: as the events are applied, hw0: as read)
--- and the replay records this call writes, per record chunk.
+-- Source partitions per shard: high-water (hw: as the events are applied, hw0: as read),
+-- the replay records this call writes (recs by record id, chunks: per chunk a list of
+-- packed records) and those it read (stored: per chunk, by record id). A record id is
+-- offset * 256 + entity field number (fields are < 256: see RedisFeatureStore), a number:
+-- no string per record.
 local parts = {}
 local chunk_size = cfg.chunk
+-- A packed record: offset (float64, exact below 2^53), entity field (byte), then the
+-- entity's columns (float64 each) and its late byte: the replay answer itself.
+local REC_HEAD = '<dB'
+for f = 1, n_ents do ents[f].rsize = 8 * #ents[f].aggs + 1 end
+
+-- The records of chunk c of a partition, read once per call (only replays read them).
+local function stored_records(part, p, c)
+  local got = part.stored[c]
+  if got then return got end
+  got = {}
+  local blob = call('GET', part.key .. 'rec:' .. P[p] .. ':' .. fmt('%d', c))
+  if blob then
+    local pos, size = 1, #blob
+    while pos <= size do
+      local off, f, start = struct.unpack(REC_HEAD, blob, pos)
+      local stop = start + ents[f].rsize
+      got[off * 256 + f] = string.sub(blob, start, stop - 1)
+      pos = stop
+    end
+  end
+  part.stored[c] = got
+  return got
+end
 
 local function partition(sh, p)
   local of = parts[sh]
@@ -441,7 +468,7 @@ local function partition(sh, p)
   local key = SP[sh]
   local hw = call('GET', key .. 'hw:' .. P[p])
   hw = hw and tonumber(hw) or nil
-  part = { key = key, hw = hw, hw0 = hw, recs = {}, chunks = {} }
+  part = { key = key, hw = hw, hw0 = hw, recs = {}, chunks = {}, stored = {} }
   of[p] = part
   return part
 end
@@ -537,12 +564,8 @@ for i = 1, n do
         if part.hw and off <= part.hw then
           replay = true
           replayed = true
-          local field = fmt('%d:%d', off, f)
-          rec = part.recs[field]
-          if rec == nil then
-            rec = call('HGET', part.key .. 'r:' .. P[si] .. ':' .. fmt('%d', floor(off / chunk_size)),
-              field)
-          end
+          local id = off * 256 + f
+          rec = part.recs[id] or stored_records(part, si, floor(off / chunk_size))[id]
         end
       end
       if rec then
@@ -600,16 +623,15 @@ for i = 1, n do
         r = struct.pack(ent.fmt, unpack(got))
       end
       r = r .. (applied_late[j] and '\1' or '\0')
-      local field = fmt('%d:%d', off, f)
-      part.recs[field] = r
+      part.recs[off * 256 + f] = r
       local c = floor(off / chunk_size)
-      local args = part.chunks[c]
-      if args == nil then
-        args = {}
-        part.chunks[c] = args
+      local packed = part.chunks[c]
+      if packed == nil then
+        packed = {}
+        part.chunks[c] = packed
       end
-      args[#args + 1] = field
-      args[#args + 1] = r
+      packed[#packed + 1] = struct.pack(REC_HEAD, off, f)
+      packed[#packed + 1] = r
     end
   end
   local flag = 0
@@ -684,9 +706,9 @@ if M then
       if top ~= null and (part.hw0 == nil or top > part.hw0) then
         call('SET', part.key .. 'hw:' .. P[p], fmt('%d', top))
       end
-      for c, args in pairs(part.chunks) do
-        local key = part.key .. 'r:' .. P[p] .. ':' .. fmt('%d', c)
-        call('HSET', key, unpack(args))
+      for c, packed in pairs(part.chunks) do
+        local key = part.key .. 'rec:' .. P[p] .. ':' .. fmt('%d', c)
+        call('APPEND', key, table.concat(packed))
         call('PEXPIRE', key, cfg.replay_ttl)
       end
     end

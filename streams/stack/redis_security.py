@@ -46,12 +46,12 @@ APP_COMMANDS: tuple[str, ...] = (
     "set",
     "del",
     "pexpire",
-    "hget",
-    "hset",
+    "append",
     "pfadd",
     "pfcount",
     "pfmerge",
     # prediction log (streams/worker/prediction_log.py) and the learner's label join
+    "hset",
     "mget",
     "persist",
     # signed snapshots (inference/adaptation/snapshots.py): a MULTI/EXEC publish

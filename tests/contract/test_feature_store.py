@@ -168,7 +168,7 @@ class Stores:
         # EXISTS is no command of the streamfer user's: the admin user looks, in every shard.
         client = connect(self._url(admin=True))
         namespace = self._namespaces[id(store)]
-        keys = [f"sf:{namespace}:{{{t}}}:r:events/{partition}:0" for t in shard_tags(namespace)]
+        keys = [f"sf:{namespace}:{{{t}}}:rec:events/{partition}:0" for t in shard_tags(namespace)]
         deadline = time.monotonic() + ttl_ms / 1000 + 10
         try:
             while any(client.exists(key) for key in keys):
@@ -598,8 +598,8 @@ def test_redis_keys_lie_in_the_shard_of_their_entity_value(
     assert lasting <= set(keys) and len(lasting) == 2 * SHARDS
     assert all(admin_client.pttl(k) == -1 for k in lasting)
     assert all(admin_client.pttl(k) > 0 for k in keys if k not in lasting)
-    records = {k for k in keys if ":r:" in k}
-    assert records == {f"sf:{unique}:{{{t}}}:r:events/0:0" for t in {card, merchant}}
+    records = {k for k in keys if ":rec:" in k}
+    assert records == {f"sf:{unique}:{{{t}}}:rec:events/0:0" for t in {card, merchant}}
 
 
 @pytest.mark.integration

@@ -247,7 +247,7 @@ def test_tampered_snapshot_is_refused_previous_kept_and_alert_published(
 
     # signed metadata too: promoting River by editing the flag is refused
     v3 = store.publish(learner.model, learner.meta())
-    meta = orjson.loads(client.hget(store.snapshot_key(v3), "meta") or b"{}")
+    meta = orjson.loads(client.hmget(store.snapshot_key(v3), ["meta"])[0] or b"{}")
     client.hset(store.snapshot_key(v3), "meta", orjson.dumps({**meta, "promoted": True}))
     refused = adapter.poll()
     assert refused is not None and not refused.ok and adapter.version == str(v1)

@@ -104,7 +104,7 @@ def test_entries_of_earlier_layouts_are_still_read(client: RedisClient, unique: 
     log = PredictionLog(client, unique, NAMES, horizon_ms=60_000, clock=lambda: 1_795_702_000.0)
     log.write(["x"], np.array([[1.0, 2.0, 3.0]]), {"onnx": np.array([0.5])}, "v3", "a1", [11])
     slot = 1_795_702_000_000 // (60_000 // SLOTS_PER_HORIZON)
-    blob = client.hget(hash_key(unique, slot, "x"), "x")
+    blob = client.hmget(hash_key(unique, slot, "x"), ["x"])[0]
     assert blob is not None
     client.set(f"sf:{{{unique}}}:pl:packed-old", blob, px=60_000)
     for event_id, in_slot in (("tagged-now", slot), ("tagged-before", slot - 2)):
