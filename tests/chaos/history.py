@@ -113,6 +113,9 @@ class History:
             ends[seen.partition] = max(ends.get(seen.partition, 0), seen.offset + 1)
         return ends
 
+    def labels_unacknowledged(self) -> int:
+        return len(self._producer)
+
     def labels_flushed(self, timeout_s: float) -> bool:
         """Every label produced so far acknowledged by the broker, within `timeout_s`."""
         return self._producer.flush(timeout_s) == 0

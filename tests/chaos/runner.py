@@ -340,7 +340,11 @@ class ChaosRun:
             except Hang:
                 self.report.diagnosis.extend(self._diagnose(member))
                 raise
-            wait_until(lambda m=member: m.history.labels_flushed(1), 60, "labels delivered")
+            try:
+                wait_until(lambda m=member: m.history.labels_flushed(1), 60, "labels delivered")
+            except Hang as exc:
+                left = member.history.labels_unacknowledged()
+                raise Hang(f"{member.pipeline.mode}: {exc}, {left} unacknowledged") from None
         for member in self.members:
             labels = member.pipeline.spec.topics.labels
             assert labels is not None and member.learner.proc is not None

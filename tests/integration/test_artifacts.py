@@ -5,6 +5,7 @@ its manifest, are refused with an alert and a metric while the approved ones kee
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -114,7 +115,11 @@ def test_a_model_rewritten_with_its_manifest_is_refused_by_the_worker(
     manifest = json.loads(manifest_path.read_text())
     manifest["sha256"] = file_sha256(v2.path)
     manifest_path.write_text(json.dumps(manifest))
-    (root / "card-fraud" / "ACTIVE").write_text("2\n")
+    # Renamed into place as `activate` does: the worker polls ACTIVE meanwhile, and a file
+    # truncated then written can be read empty in between (refused as "holds ''").
+    staged = root / "card-fraud" / "ACTIVE.staged"
+    staged.write_text("2\n")
+    os.replace(staged, root / "card-fraud" / "ACTIVE")
     metrics = worker.worker.metrics
     wait_for(lambda: counter(metrics.model_swap_failures) >= 1, 30, "the model refused")
     produce(conn, spec, second)
