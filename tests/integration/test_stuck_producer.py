@@ -9,45 +9,17 @@ topic, as it would for a state it does not leave, and the broker answers all alo
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
-from confluent_kafka.admin import AdminClient, NewTopic
 
 from streams.spec import Connections
 from streams.worker.consumer import BatchConsumer, MessageBatch
 from streams.worker.delivery import AtLeastOnceOutput, BatchAborted, OutputBatch, OutputTopics
 from streams.worker.metrics import WorkerMetrics
+from tests.integration.test_learner import create_topic
+from tests.unit.streams.worker.test_overlap import RecordedOffsets
 from tests.unit.streams.worker.test_scoring import Msg
 
 pytestmark = pytest.mark.integration
-
-
-class RecordedOffsets:
-    """The offsets an output stores, recorded; whether the broker answers, asked of a real
-    consumer."""
-
-    def __init__(self, consumer: BatchConsumer | None) -> None:
-        self.stored: list[dict[tuple[str, int], int]] = []
-        self._consumer = consumer
-
-    def store_offsets(self, offsets: dict[tuple[str, int], int]) -> None:
-        self.stored.append(offsets)
-
-    def commit(self) -> None:
-        pass
-
-    def group_metadata(self) -> Any:
-        return None
-
-    def broker_answers(self, timeout_s: float) -> bool:
-        return self._consumer is not None and self._consumer.broker_answers(timeout_s)
-
-
-def create_topic(conn: Connections, name: str, **config: str) -> None:
-    admin = AdminClient(conn.kafka_config())
-    for future in admin.create_topics([NewTopic(name, 1, 1, config=config)]).values():
-        future.result(30)
 
 
 def one_batch() -> OutputBatch:
@@ -59,14 +31,14 @@ def test_a_producer_stuck_while_the_broker_answers_is_replaced_and_its_batch_rep
     conn: Connections, unique: str
 ) -> None:
     predictions = f"stuck-{unique}"  # never created
-    create_topic(conn, f"{predictions}-dlq")
+    create_topic(conn, f"{predictions}-dlq", 1)
     consumer = BatchConsumer(
         conn.kafka_config(**{"group.id": f"stuck-{unique}"}),
         [f"{predictions}-dlq"],
         max_size=10,
         max_wait_s=0.1,
     )
-    offsets = RecordedOffsets(consumer)
+    offsets = RecordedOffsets([], consumer.broker_answers)
     metrics = WorkerMetrics()
     # The timeouts bound the test: without the replacement, flush() would return only
     # when librdkafka gives the records up (a delivery failure, not a replay).

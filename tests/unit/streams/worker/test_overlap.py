@@ -4,6 +4,7 @@ write gates its batch's offsets, and a gate that says no leaves the offsets unst
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
@@ -100,11 +101,17 @@ def test_the_redis_lane_runs_features_and_log_writes_in_submission_order() -> No
     lane.close()
 
 
+def _no_broker(_timeout_s: float) -> bool:
+    return False
+
+
 @dataclass
 class RecordedOffsets:
-    """A `SourceOffsets` that records what was stored."""
+    """A `SourceOffsets` that records what was stored; `answers` says whether a broker
+    answers (by default none does)."""
 
     stored: list[dict[tuple[str, int], int]]
+    answers: Callable[[float], bool] = _no_broker
 
     def store_offsets(self, offsets: dict[tuple[str, int], int]) -> None:
         self.stored.append(offsets)
@@ -114,6 +121,9 @@ class RecordedOffsets:
 
     def group_metadata(self) -> Any:
         return None
+
+    def broker_answers(self, timeout_s: float) -> bool:
+        return self.answers(timeout_s)
 
 
 @pytest.mark.parametrize("durable", [True, False])
