@@ -262,6 +262,20 @@ def with_snapshot_key(conn: Connections) -> Connections:
     return conn.model_copy(update={"snapshot_key": SecretStr(key)})
 
 
+# Every `worker_process` started, so a test that fails before it stops its workers leaves
+# none running into the next tests (tests/integration/conftest.py kills what is left).
+STARTED: list[subprocess.Popen[bytes]] = []
+
+
+def kill_leftover_workers() -> None:
+    """SIGKILL every `worker_process` still running (a supervisor's workers die with it)."""
+    while STARTED:
+        proc = STARTED.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
+
+
 def worker_process(spec_file: Path, conn: Connections, *extra: str) -> subprocess.Popen[bytes]:
     """`streamfer run` as a real OS process (for SIGKILL and scale-out tests)."""
     env = {
@@ -272,7 +286,7 @@ def worker_process(spec_file: Path, conn: Connections, *extra: str) -> subproces
         "STREAMFER_RDKAFKA_SESSION_TIMEOUT_MS": "6000",
         "STREAMFER_RDKAFKA_HEARTBEAT_INTERVAL_MS": "1000",
     }
-    return subprocess.Popen(
+    proc = subprocess.Popen(
         [
             sys.executable,
             "-m",
@@ -286,6 +300,8 @@ def worker_process(spec_file: Path, conn: Connections, *extra: str) -> subproces
         ],
         env=env,
     )
+    STARTED.append(proc)
+    return proc
 
 
 def read_json(

@@ -5,8 +5,6 @@ outright takes its workers with it."""
 from __future__ import annotations
 
 import signal
-import subprocess
-from collections.abc import Iterator
 
 import pytest
 
@@ -27,20 +25,8 @@ from tests.integration.harness import (
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
-    """Worker processes of the test, killed at teardown if still running (a failed test
-    must not leave a group member behind)."""
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    for proc in started:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
-
-
 def test_two_workers_share_the_group_and_sigterm_commits_their_work(
-    conn, model_file, unique, tmp_path, processes
+    conn, model_file, unique, tmp_path
 ):
     model = {"path": str(model_file)}
     spec = make_spec(unique, model, partitions=4)
@@ -49,7 +35,6 @@ def test_two_workers_share_the_group_and_sigterm_commits_their_work(
     produce(conn, spec, events)
 
     supervisor = worker_process(spec_file, conn, "--workers", "2")
-    processes.append(supervisor)
     wait_for(lambda: group_members(conn, spec.group) == 2, 120, "two group members")
     wait_for(lambda: topic_size(conn, spec.topics.predictions) > len(events) // 8, 120, "scoring")
     supervisor.send_signal(signal.SIGTERM)
@@ -58,7 +43,6 @@ def test_two_workers_share_the_group_and_sigterm_commits_their_work(
     scored_before = len(read_json(conn, spec.topics.predictions, timeout_s=60))
 
     rest = worker_process(spec_file, conn, "--idle-exit", "5")
-    processes.append(rest)
     assert rest.wait(300) == 0
 
     predictions = read_json(conn, spec.topics.predictions, timeout_s=120)
@@ -68,13 +52,12 @@ def test_two_workers_share_the_group_and_sigterm_commits_their_work(
     assert max(counts.values()) == 1, "a graceful stop must commit everything it produced"
 
 
-def test_workers_die_with_a_killed_supervisor(conn, model_file, unique, tmp_path, processes):
+def test_workers_die_with_a_killed_supervisor(conn, model_file, unique, tmp_path):
     model = {"path": str(model_file)}
     spec = make_spec(unique, model, partitions=2)
     spec_file = write_spec(tmp_path / "spec.yaml", unique, model, partitions=2)
     ensure_topics(conn, spec)
     supervisor = worker_process(spec_file, conn, "--workers", "2")
-    processes.append(supervisor)
     wait_for(lambda: group_members(conn, spec.group) == 2, 120, "two group members")
     supervisor.kill()
     supervisor.wait(10)
