@@ -432,8 +432,8 @@ end
 -- Source partitions per shard: high-water (hw: as the events are applied, hw0: as read),
 -- the replay records this call writes (recs by record id, chunks: per chunk a list of
 -- packed records) and those it read (stored: per chunk, by record id). A record id is
--- offset * 256 + entity field number (fields are < 256: see RedisFeatureStore), a number:
--- no string per record.
+-- offset * 256 + entity field number, a number (no string per record), exact for offsets
+-- below 2^45 (fields are at most 255: features.spec.MAX_ENTITIES).
 local parts = {}
 local chunk_size = cfg.chunk
 -- A packed record: offset (float64, exact below 2^53), entity field (byte), then the
@@ -451,7 +451,11 @@ local function stored_records(part, p, c)
     local pos, size = 1, #blob
     while pos <= size do
       local off, f, start = struct.unpack(REC_HEAD, blob, pos)
-      local stop = start + ents[f].rsize
+      local ent = ents[f]
+      -- Written under a spec with other entity fields: the rest is not read (those
+      -- replays are recomputed read-only, as for an expired record).
+      if ent == nil or start + ent.rsize - 1 > size then break end
+      local stop = start + ent.rsize
       got[off * 256 + f] = string.sub(blob, start, stop - 1)
       pos = stop
     end
