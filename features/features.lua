@@ -436,10 +436,14 @@ end
 -- below 2^45 (fields are at most 255: features.spec.MAX_ENTITIES).
 local parts = {}
 local chunk_size = cfg.chunk
--- A packed record: offset (float64, exact below 2^53), entity field (byte), then the
--- entity's columns (float64 each) and its late byte: the replay answer itself.
-local REC_HEAD = '<dB'
-for f = 1, n_ents do ents[f].rsize = 8 * #ents[f].aggs + 1 end
+-- A packed record: offset (float64, exact below 2^53), the entity's record layout (`lid`,
+-- 4 bytes: its field and its aggregation ids in column order, see RedisFeatureStore) and
+-- column count (2 bytes), then those columns (float64 each) and its late byte: the replay
+-- answer itself. A record of another layout (written under an earlier spec) is skipped:
+-- its replay is recomputed read-only, as for an expired record, never read misaligned.
+local REC_HEAD = '<dI4H'
+local BY_LID = {}
+for f = 1, n_ents do BY_LID[ents[f].lid] = f end
 
 -- The records of chunk c of a partition, read once per call (only replays read them).
 local function stored_records(part, p, c)
@@ -450,13 +454,11 @@ local function stored_records(part, p, c)
   if blob then
     local pos, size = 1, #blob
     while pos <= size do
-      local off, f, start = struct.unpack(REC_HEAD, blob, pos)
-      local ent = ents[f]
-      -- Written under a spec with other entity fields: the rest is not read (those
-      -- replays are recomputed read-only, as for an expired record).
-      if ent == nil or start + ent.rsize - 1 > size then break end
-      local stop = start + ent.rsize
-      got[off * 256 + f] = string.sub(blob, start, stop - 1)
+      local off, lid, cols, start = struct.unpack(REC_HEAD, blob, pos)
+      local stop = start + 8 * cols + 1
+      if stop - 1 > size then break end -- truncated: nothing after it is read
+      local f = BY_LID[lid]
+      if f then got[off * 256 + f] = string.sub(blob, start, stop - 1) end
       pos = stop
     end
   end
@@ -634,7 +636,7 @@ for i = 1, n do
         packed = {}
         part.chunks[c] = packed
       end
-      packed[#packed + 1] = struct.pack(REC_HEAD, off, f)
+      packed[#packed + 1] = struct.pack(REC_HEAD, off, ent.lid, #ent.aggs)
       packed[#packed + 1] = r
     end
   end

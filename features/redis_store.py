@@ -27,9 +27,11 @@ same on a single Redis and a cluster; an entity's keys are in its value's shard,
         each of its shards). No TTL: its absence means lost state, not an idle partition.
     sf:<ns>:{<tag>}:rec:<topic>/<partition>:<offset // 1024>
         string: the replay records of those offsets, packed back to back (one APPEND per
-        call): offset (float64), entity field number (byte), that entity's columns of the
-        event (little-endian float64), 1 late byte. PX = replay_ttl, refreshed by every
-        write. A replay reads the whole string once per call.
+        call): offset (float64), the entity's record layout (uint32: crc32 of its field and
+        its aggregation ids in column order), its column count (uint16), that entity's
+        columns of the event (little-endian float64), 1 late byte. PX = replay_ttl,
+        refreshed by every write. A replay reads the whole string once per call and skips
+        records of another layout (an earlier spec): those replays are recomputed read-only.
     sf:<ns>:{<tag>}:epoch                               string: the shard's state epoch
         (`features.epoch`), no TTL. Written by a fresh pipeline's first batch and by
         `streamfer rebuild`; checked by every guarded batch, with the batch's `floors`:
@@ -51,6 +53,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.resources
+import zlib
 from typing import Any
 
 import numpy as np
@@ -118,7 +121,17 @@ def _script_config(spec: FeatureSpec, namespace: str) -> bytes:
     for field in spec.entities:
         members = [j for j, a in enumerate(spec.aggregations) if a.entity == field]
         ttl = max(spec.aggregations[j].state_ttl_ms(spec.lateness) for j in members)
-        ents.append({"tag": _tag_text(field), "aggs": [j + 1 for j in members], "ttl": ttl})
+        # The layout of the entity's replay records: a replay never reads a record written
+        # under a spec whose columns for this entity differ (features.lua skips it).
+        layout = f"{field}|" + ",".join(aggregation_id(spec.aggregations[j]) for j in members)
+        ents.append(
+            {
+                "tag": _tag_text(field),
+                "aggs": [j + 1 for j in members],
+                "ttl": ttl,
+                "lid": zlib.crc32(layout.encode()),
+            }
+        )
     config = {
         "sp": list(shard_prefixes(namespace)),
         "lateness": spec.lateness,
