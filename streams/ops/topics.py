@@ -43,25 +43,28 @@ def admin_for(
     BrokerRefused as soon as the broker refuses the credentials or the certificate."""
     import time
 
+    link = link or COMMAND_LINK
     admin = AdminClient(quiet_admin(connections.kafka_config(), link))
     deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            # Short tries: a refused login is seen between them, not after the whole wait.
-            admin.list_topics(timeout=min(1.0, max(deadline - time.monotonic(), 0.1)))
-            return admin
-        except KafkaException as exc:
-            failure = exc
-        admin.poll(0)  # serves error_cb, which notes a refusal on the link
-        refused = (link or COMMAND_LINK).refusal
-        if refused is not None:
-            raise refused from None
-        if time.monotonic() >= deadline:
-            raise BrokerUnreachable(
-                f"no Kafka broker answered at {connections.bootstrap} within {timeout_s:.0f}s "
-                f"({failure}). Start the local stack with `streamfer up`, or set "
-                "STREAMFER_BOOTSTRAP."
-            ) from None
+    with link.checking():  # what it meets ends in one line: the refusal or the error below
+        while True:
+            try:
+                # Short tries: a refused login is seen between them, not after the whole wait.
+                admin.list_topics(timeout=min(1.0, max(deadline - time.monotonic(), 0.1)))
+                link.up()  # a broker answered: an outage met meanwhile is over, unsaid
+                return admin
+            except KafkaException as exc:
+                failure = exc
+            admin.poll(0)  # serves error_cb, which notes a refusal on the link
+            refused = link.refusal
+            if refused is not None:
+                raise refused from None
+            if time.monotonic() >= deadline:
+                raise BrokerUnreachable(
+                    f"no Kafka broker answered at {connections.bootstrap} within "
+                    f"{timeout_s:.0f}s ({failure}). Start the local stack with `streamfer up`, "
+                    "or set STREAMFER_BOOTSTRAP."
+                ) from None
 
 
 def ensure_topics(

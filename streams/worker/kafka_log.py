@@ -22,7 +22,8 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import orjson
@@ -197,6 +198,7 @@ class BrokerLink:
         self._reported: set[int] = set()
         self._config: dict[str, Any] = {}
         self._refused: BrokerRefused | None = None
+        self._checking = 0  # start checks running (`checking()`): their outages go unsaid
         self.rdkafka_logger: logging.LoggerAdapter[logging.Logger] = _AtDebug(
             logging.getLogger(RDKAFKA_LOGGER), {}
         )
@@ -254,7 +256,11 @@ class BrokerLink:
                 self._outages += 1
                 # Just after a return, another client of the link may still report the
                 # outage it saw: kept unsaid until statistics show no broker up (on_stats).
-                self._unsaid = self._up_at is not None and now - self._up_at < BACK_SETTLE_S
+                # During a start check the check's own error says it (or the refusal that
+                # a slow TLS handshake reports only after "all brokers down").
+                self._unsaid = self._checking > 0 or (
+                    self._up_at is not None and now - self._up_at < BACK_SETTLE_S
+                )
                 self._detail = err.str()
             if not self._unsaid:
                 self._say_down()
@@ -265,6 +271,19 @@ class BrokerLink:
         elif code not in self._reported:  # e.g. bad credentials: said once, not per retry
             self._reported.add(code)
             self._log.warning("kafka client error: %s", err.str())
+
+    @contextmanager
+    def checking(self) -> Iterator[None]:
+        """A command's start check (`streams.ops.topics.admin_for`): an outage it meets is
+        not said here, since the check ends in its own error line (no broker answered, or
+        the refusal), and when a broker answers, `up()` ends it without a line."""
+        with self._lock:
+            self._checking += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._checking -= 1
 
     def _say_down(self) -> None:
         since = self._down_since

@@ -133,3 +133,22 @@ def test_a_late_report_from_another_client_after_the_return_is_not_an_outage(
         "broker unreachable",
     ]
     assert link.down and link.outages == 3
+
+
+def test_an_outage_met_by_a_start_check_is_left_to_the_check_to_say(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Under load a TLS handshake that will be refused can first report "all brokers down";
+    # the check then ends in the refusal's one line, and no "unreachable" line beside it.
+    clock = Clock(1_000.0)
+    link = BrokerLink(clock=clock)
+    with caplog.at_level(logging.INFO, logger="streams.kafka"):
+        with link.checking():
+            link.on_error(KafkaError(KafkaError._ALL_BROKERS_DOWN, "1/1 brokers are down"))
+            clock.now += 2
+            link.up()  # the check's broker answered: over, unsaid
+        assert caplog.records == []
+        clock.now += 60
+        link.on_error(KafkaError(KafkaError._ALL_BROKERS_DOWN, "1/1 brokers are down"))
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 1 and said[0].startswith("broker unreachable since "), said
