@@ -101,16 +101,18 @@ class History:
         with self._lock:
             return len(self._labelled)
 
-    def snapshot(self) -> list[Seen]:
-        """The predictions read so far."""
-        with self._lock:
-            return list(self.seen)
+    def predicted(self) -> set[str]:
+        """The events with a prediction so far."""
+        with self._lock:  # `seen` grows under the lock (the thread adds to `_labelled` outside it)
+            return {s.event_id for s in self.seen}
 
     def read_to(self) -> dict[int, int]:
         """Per predictions partition, the offset after the last prediction read."""
+        with self._lock:
+            seen = list(self.seen)
         ends: dict[int, int] = {}
-        for seen in self.snapshot():
-            ends[seen.partition] = max(ends.get(seen.partition, 0), seen.offset + 1)
+        for s in seen:
+            ends[s.partition] = max(ends.get(s.partition, 0), s.offset + 1)
         return ends
 
     def labels_unacknowledged(self) -> int:

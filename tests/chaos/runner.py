@@ -369,7 +369,7 @@ class ChaosRun:
                 lines.append(f"  partition {tp[1]}: committed {committed}, end {end}")
         except Exception as exc:  # a diagnosis never hides the hang it explains
             lines.append(f"  lag not read: {exc!r}")
-        seen = {s.event_id for s in member.history.snapshot()}
+        seen = member.history.predicted()
         produced = member.pipeline.events[: self.feed.produced[self.members.index(member)]]
         missing = [e["event_id"] for e in produced if e["event_id"] not in seen]
         lines.append(f"  predicted {len(seen)} distinct events; {len(missing)} not: {missing[:5]}")

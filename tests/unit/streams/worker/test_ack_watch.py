@@ -3,18 +3,11 @@
 from __future__ import annotations
 
 from streams.worker.delivery import AckWatch
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.unit.streams.worker.test_kafka_log import Clock
 
 
 def test_an_outage_is_never_stuck_however_long() -> None:
-    clock = Clock()
+    clock = Clock(0.0)
     watch = AckWatch(60.0, 10, clock)
     for _ in range(100):  # 1000 s of waits, no broker answering
         clock.now += 10
@@ -22,7 +15,7 @@ def test_an_outage_is_never_stuck_however_long() -> None:
 
 
 def test_the_stall_counts_from_the_broker_answering_not_from_the_last_ack() -> None:
-    clock = Clock()
+    clock = Clock(0.0)
     watch = AckWatch(60.0, 10, clock)
     answers = False
     for _ in range(9):  # a 90 s outage
@@ -37,7 +30,7 @@ def test_the_stall_counts_from_the_broker_answering_not_from_the_last_ack() -> N
 
 
 def test_any_acknowledgement_restarts_the_clock() -> None:
-    clock = Clock()
+    clock = Clock(0.0)
     watch = AckWatch(60.0, 10, clock)
     left = 10
     while left > 0:  # one record acknowledged every 50 s: slow, not stuck
@@ -48,7 +41,7 @@ def test_any_acknowledgement_restarts_the_clock() -> None:
 
 
 def test_a_broker_gone_again_at_the_deadline_is_an_outage_again() -> None:
-    clock = Clock()
+    clock = Clock(0.0)
     watch = AckWatch(60.0, 10, clock)
     clock.now += 10
     assert not watch.stuck(10, lambda _timeout: True)  # answering from here
