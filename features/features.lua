@@ -12,10 +12,11 @@ bucket arithmetic and the same float operations in the same order, so both store
 bit-identical numbers.
 
 Per batch: each entity's state (one cmsgpack string: watermark, per aggregation a flat
-array of its buckets, see slot(), and per count_distinct the window its union key holds,
-see distinct()) is read once with GET, changed in Lua tables, trimmed to the retention
-floor and written back once with SET PX; count_distinct buckets are real HyperLogLog keys
-(PFADD/PFCOUNT). Per event Lua keeps a cached "window minus own bucket" per aggregation,
+array of its buckets, see slot(), and per count_distinct its newest window's union, see
+distinct()) is read once with GET, changed in Lua tables, trimmed to the retention floor
+and written back once with SET PX; count_distinct buckets hold HyperLogLog registers in the
+state, or past a size are real HyperLogLog keys (PFADD/PFCOUNT). Per event Lua keeps a
+cached "window minus own bucket" per aggregation,
 so a busy entity costs O(1) per event, not O(buckets). Returns {rows, flags, epoch}: rows is n*k
 little-endian float64 (Lua numbers returned as replies would be truncated to integers),
 flags one byte per event (1 = late, 2 = replayed), epoch the state's (false unguarded); or
@@ -58,7 +59,7 @@ local flag_char = { [0] = '\0', '\1', '\2', '\3' }
 
 local times = batch.t
 local n = #times
-local E, X, D = batch.e, batch.x, batch.d
+local E, X, D, R = batch.e, batch.x, batch.d, batch.r
 local S, O, P = batch.s, batch.o, batch.p
 local H = batch.h -- per entity field, per event: its value's shard (1-based), 0 when null
 local CS = batch.cs -- the call's shards (1-based)
@@ -143,8 +144,8 @@ local function span(s, w, lo, hi)
   return 2 + (lo - b0) * w, 2 + (hi - b0) * w
 end
 
--- Drop buckets below the retention floor, and leading empty ones; calls dropped(e, id, b)
--- for every dropped bucket that held something.
+-- Drop buckets below the retention floor, and leading empty ones; calls dropped(e, id, b,
+-- held) for every dropped bucket that held something (its first value).
 local function trim(s, w, lo, dropped, e, id)
   local b0 = s[1]
   if b0 == nil then return end
@@ -156,7 +157,7 @@ local function trim(s, w, lo, dropped, e, id)
       keep = i
       break
     end
-    if held and dropped then dropped(e, id, b0 + i) end
+    if held and dropped then dropped(e, id, b0 + i, s[2 + i * w]) end
   end
   if keep == 0 then return end
   local shift = keep * w
@@ -165,30 +166,271 @@ local function trim(s, w, lo, dropped, e, id)
   if #s < 2 then s[1] = nil else s[1] = b0 + keep end
 end
 
--- count_distinct reads PFCOUNT over the window's bucket HLLs. PFCOUNT of many keys merges
--- them all (16384 registers) on every call, so an entity whose newest window holds two or
--- more buckets keeps that window's union across batches: the key :h:<id>:u, described in
--- the state as u = { first, last, false }, kept in step by PFADDing every member that grows
--- a bucket of that window to it as well, and rebuilt (PFMERGE) only when the window moves
--- on, i.e. once per bucket. A merge costs about one multi-key PFCOUNT, so it is made only
--- when a window is read a second time (u = { first, last, PENDING } after the first): an
--- entity seen once per bucket keeps reading its buckets directly. Same registers, same
--- estimate. Other windows (late and out-of-order events) read their buckets directly.
+-- count_distinct keeps HyperLogLog registers (P = 14, Redis's: features/hll.py), in one of
+-- two modes per entity and aggregation.
+--
+-- Registers mode (every entity starts so): each bucket holds its registers in the state
+-- itself, a sorted array of codes register * 64 + value (the worker hashes the members:
+-- batch.r), and the state keeps the union of the newest window applied, st.r[id] = { first
+-- bucket, last bucket, estimate, codes, histogram (count per value 1..top) }, kept in step
+-- by every register that grows in a bucket of it. An estimate is Redis's own hllCount
+-- (Ertl's estimator) over that histogram, so it equals PFCOUNT bit for bit, without a
+-- command per event: no PFADD, no PFCOUNT, no key to expire.
+--
+-- Keys mode, once a window's union would pass CAP registers (the state would grow, and
+-- its estimate cost, with every member): each bucket is a real HLL key (its registers are
+-- written there as one SET of Redis's sparse encoding, then PFADD per member), described
+-- by 1 in the bucket, st.k[id] set; back to registers mode once every bucket is trimmed.
+-- PFCOUNT of many keys merges them all (16384 registers) on every call, so an entity whose
+-- newest window holds two or more buckets keeps that window's union across batches: the key
+-- :h:<id>:u, described in the state as u = { first, last, false }, kept in step by PFADDing
+-- every member that grows a bucket of that window to it as well, and rebuilt (PFMERGE) only
+-- when the window moves on, i.e. once per bucket. A merge costs about one multi-key PFCOUNT,
+-- so it is made only when a window is read a second time (u = { first, last, PENDING }
+-- after the first): an entity seen once per bucket keeps reading its buckets directly.
+-- Same registers, same estimate. Other windows (late and out-of-order events) read their
+-- buckets directly. A state written before registers mode (buckets of 1, no st.k) is in
+-- keys mode from the first bucket of 1 it meets.
 local PENDING = 0.5 -- never a bucket number
+local CAP = 64
+local HLL_M = 16384
+local ALPHA_INF = 0.721347520444481703680 -- 0.5 / ln(2), as in hyperloglog.c
 
--- Per entity and count_distinct id, d = { hk = its HLL key prefix, ver = register
+local function hll_sigma(x)
+  if x == 1 then return math.huge end
+  local y, z = 1, x
+  while true do
+    x = x * x
+    local zp = z
+    z = z + x * y
+    y = y + y
+    if zp == z then return z end
+  end
+end
+
+local function hll_tau(x)
+  if x == 0 or x == 1 then return 0 end
+  local y, z = 1, 1 - x
+  while true do
+    x = math.sqrt(x)
+    local zp = z
+    y = y * 0.5
+    local dx = 1 - x
+    z = z - dx * dx * y
+    if zp == z then return z / 3 end
+  end
+end
+
+-- m * sigma(zeros / m) by count of zero registers: a union's few registers make few counts.
+local SIGMA = {}
+
+-- hllCount over a histogram h[1..top] (top = #h) of nr registers that are not zero: the
+-- same operations in the same order (z stays exactly 0 above the highest value held).
+local function hll_count(h, nr)
+  if nr == 0 then return 0 end
+  local top = #h
+  local z = 0
+  if top > 50 then
+    z = HLL_M * hll_tau((HLL_M - h[51]) / HLL_M)
+    top = 50
+  end
+  for j = top, 1, -1 do z = (z + h[j]) * 0.5 end
+  local zeros = HLL_M - nr
+  local sg = SIGMA[zeros]
+  if sg == nil then
+    sg = HLL_M * hll_sigma(zeros / HLL_M)
+    SIGMA[zeros] = sg
+  end
+  local est = ALPHA_INF * HLL_M * HLL_M / (z + sg)
+  local r = floor(est) -- llroundl: half away from zero
+  if est - r >= 0.5 then r = r + 1 end
+  return r
+end
+
+-- The position of register r in sorted codes, and whether it is there (else where it goes).
+local function find(codes, r)
+  local lo, hi = 1, #codes
+  while lo <= hi do
+    local mid = floor((lo + hi) / 2)
+    local cr = floor(codes[mid] / 64)
+    if cr == r then return mid, true end
+    if cr < r then lo = mid + 1 else hi = mid - 1 end
+  end
+  return lo, false
+end
+
+-- Raise register r of sorted codes to v (code = r * 64 + v); the old value, or 0.
+local function raise(codes, pos, found, code)
+  if found then
+    local old = codes[pos] % 64
+    codes[pos] = code
+    return old
+  end
+  table.insert(codes, pos, code)
+  return 0
+end
+
+-- The union of the buckets held in [start, b]: { start, b, estimate, codes, histogram },
+-- or false when one of them is a real HLL key.
+local function union_of(s, start, b)
+  local merged = {}
+  local first, last = span(s, 1, start, b)
+  for j = first, last do
+    local codes = s[j]
+    if codes == 1 then return false end
+    if codes then
+      for q = 1, #codes do
+        local c = codes[q]
+        local r = floor(c / 64)
+        local old = merged[r]
+        if old == nil or c > old then merged[r] = c end
+      end
+    end
+  end
+  local codes, h = {}, {}
+  for _, c in pairs(merged) do codes[#codes + 1] = c end
+  table.sort(codes)
+  for q = 1, #codes do
+    local v = codes[q] % 64
+    for j = #h + 1, v do h[j] = 0 end
+    h[v] = h[v] + 1
+  end
+  return { start, b, hll_count(h, #codes), codes, h }
+end
+
+-- A union's register grew from old to v: its histogram and estimate follow.
+local function union_grew(u, old, v)
+  local h = u[5]
+  if old > 0 then h[old] = h[old] - 1 end
+  for j = #h + 1, v do h[j] = 0 end
+  h[v] = h[v] + 1
+  u[3] = hll_count(h, #u[4])
+end
+
+-- Redis's HLL string of sorted codes: sparse (opcodes ZERO, XZERO, VAL), or dense when a
+-- value passes sparse's 32. The cached cardinality is marked invalid: PFCOUNT computes it.
+local function hll_string(codes)
+  local dense = false
+  for q = 1, #codes do
+    if codes[q] % 64 > 32 then dense = true end
+  end
+  local out = { 'HYLL', dense and '\0' or '\1', '\0\0\0', '\0\0\0\0\0\0\0\128' }
+  if dense then -- 16384 six-bit registers, least significant bits first
+    local bytes = {}
+    for q = 1, #codes do
+      local c = codes[q]
+      local bit = floor(c / 64) * 6
+      local at, x = floor(bit / 8), (c % 64) * 2 ^ (bit % 8)
+      bytes[at] = (bytes[at] or 0) + x % 256
+      if x >= 256 then bytes[at + 1] = (bytes[at + 1] or 0) + floor(x / 256) end
+    end
+    for at = 0, HLL_M * 6 / 8 - 1 do out[#out + 1] = string.char(bytes[at] or 0) end
+    return table.concat(out)
+  end
+  local at = 0
+  local function zeros(len)
+    while len > 64 do
+      local l = math.min(len, HLL_M)
+      out[#out + 1] = string.char(0x40 + floor((l - 1) / 256), (l - 1) % 256)
+      len = len - l
+    end
+    if len > 0 then out[#out + 1] = string.char(len - 1) end
+  end
+  for q = 1, #codes do
+    local c = codes[q]
+    local r = floor(c / 64)
+    zeros(r - at)
+    out[#out + 1] = string.char(0x80 + (c % 64 - 1) * 4)
+    at = r + 1
+  end
+  zeros(HLL_M - at)
+  return table.concat(out)
+end
+
+-- Registers mode: the estimate of the event's window, its member's register applied first;
+-- nil when the aggregation is to be in keys mode (nothing changed then).
+local function distinct_registers(a, s, e, d, ap, i, b, start)
+  local id = a.id
+  local st = e.st
+  local unions = st.r
+  if unions == nil then unions = {}; st.r = unions end
+  local newest = unions[id]
+  local u -- the event's window
+  if newest and newest[1] == start and newest[2] == b then
+    u = newest
+  elseif ap and (newest == nil or b > newest[2] or (b == newest[2] and start < newest[1])) then
+    u = union_of(s, start, b) -- applied events move the newest window on
+    if not u then return nil end
+    unions[id] = u
+    newest = u
+  else
+    u = d.other
+    if not (u and u[1] == start and u[2] == b) then
+      u = union_of(s, start, b)
+      if not u then return nil end
+      d.other = u
+    end
+  end
+  local code = ap and R[a.dis][i]
+  if code and code ~= null then
+    local r = floor(code / 64)
+    local v = code - r * 64
+    local first, last = span(s, 1, b, b)
+    local codes = first <= last and s[first] or false
+    if codes == 1 then return nil end
+    local pos, found = 1, false
+    if codes then pos, found = find(codes, r) end
+    if not found or codes[pos] % 64 < v then -- the bucket's register grows
+      -- So does every union held whose window holds b: the event's, and the other one.
+      local w = (u == newest) and d.other or newest
+      if w == u or not (w and b >= w[1] and b <= w[2]) then w = nil end
+      local upos, ufound = find(u[4], r)
+      local wpos, wfound
+      if w then wpos, wfound = find(w[4], r) end
+      if (not ufound and #u[4] >= CAP) or (w and not wfound and #w[4] >= CAP) then
+        return nil
+      end
+      if not codes then
+        codes = {}
+        s[slot(s, 1, b)] = codes
+      end
+      raise(codes, pos, found, code)
+      if not ufound or u[4][upos] % 64 < v then
+        union_grew(u, raise(u[4], upos, ufound, code), v)
+      end
+      if w and (not wfound or w[4][wpos] % 64 < v) then
+        union_grew(w, raise(w[4], wpos, wfound, code), v)
+      end
+    end
+  end
+  return u[3]
+end
+
+-- Registers mode to keys mode: each bucket's registers written as its HLL key.
+local function to_keys(e, id, s, d)
+  local hk = d.hk
+  local b0 = s[1]
+  for j = 2, #s do
+    local codes = s[j]
+    if type(codes) == 'table' then
+      call('SET', hk .. fmt('%d', b0 + j - 2), hll_string(codes), 'PX', e.ttl)
+      s[j] = 1
+    end
+  end
+  local st = e.st
+  if st.r then st.r[id] = nil end
+  if st.k == nil then st.k = {} end
+  st.k[id] = 1
+  d.other = nil
+  e.dirty = true -- the state says so from now on
+end
+
+-- Keys mode. Per entity and count_distinct id, d = { hk = its HLL key prefix, ver = register
 -- version (+1 per PFADD that changed one), bb/bk = the last bucket's number and HLL key (a
 -- busy entity asks for the same one event after event), cs/cb/cver/cv = the last estimate:
 -- its window's first and last bucket, the version it was read at, its value }.
-local function distinct(a, s, e, ap, i, b, start)
+local function distinct_keys(a, s, e, d, ap, i, b, start)
   local id = a.id
-  local dis = e.dis
-  if dis == nil then dis = {}; e.dis = dis end
-  local d = dis[id]
-  if d == nil then
-    d = { hk = e.tag .. ':h:' .. id .. ':', ver = 0 }
-    dis[id] = d
-  end
   local hk = d.hk
   local unions = e.st.u
   if unions == nil then unions = {}; e.st.u = unions end
@@ -251,6 +493,24 @@ local function distinct(a, s, e, ap, i, b, start)
   end
   d.cs, d.cb, d.cver, d.cv = start, b, ver, v
   return v
+end
+
+local function distinct(a, s, e, ap, i, b, start)
+  local id = a.id
+  local dis = e.dis
+  if dis == nil then dis = {}; e.dis = dis end
+  local d = dis[id]
+  if d == nil then
+    d = { hk = e.tag .. ':h:' .. id .. ':', ver = 0 }
+    dis[id] = d
+  end
+  local keys = e.st.k
+  if not (keys and keys[id]) then
+    local v = distinct_registers(a, s, e, d, ap, i, b, start)
+    if v then return v end
+    to_keys(e, id, s, d)
+  end
+  return distinct_keys(a, s, e, d, ap, i, b, start)
 end
 
 -- What a window holds apart from its newest bucket, by kind: { first, last bucket, ... }.
@@ -646,12 +906,17 @@ for i = 1, n do
   flags[i] = flag_char[flag]
 end
 
--- A count_distinct bucket below the retention floor: its HLL goes, and any union holding it.
-local function drop_distinct(e, id, bb)
+-- A count_distinct bucket below the retention floor: its HLL key goes (keys mode), and any
+-- union holding it.
+local function drop_distinct(e, id, bb, held)
   local hk = e.tag .. ':h:' .. id .. ':'
-  local key = hk .. fmt('%d', bb)
-  call('DEL', key)
-  touched[key] = nil
+  if held == 1 then
+    local key = hk .. fmt('%d', bb)
+    call('DEL', key)
+    touched[key] = nil
+  end
+  local newest = e.st.r and e.st.r[id]
+  if newest and bb >= newest[1] and bb <= newest[2] then e.st.r[id] = nil end
   local unions = e.st.u
   local u = unions and unions[id]
   if u and bb >= u[1] and bb <= u[2] then
@@ -672,7 +937,7 @@ for f = 1, n_ents do
       local st = e.st
       local wm = st.w
       -- Only the spec's aggregations: state of removed ones is dropped.
-      local kept, unions = {}, {}
+      local kept, unions, registers, keys = {}, {}, {}, {}
       for j = 1, #ids do
         local a = aggs[ids[j]]
         local s = st.a[a.id]
@@ -683,6 +948,10 @@ for f = 1, n_ents do
             local u = st.u and st.u[a.id]
             if u and u[3] == false then touched[e.tag .. ':h:' .. a.id .. ':u'] = ttl end
             trim(s, 1, lo, drop_distinct, e, a.id)
+            if st.k and st.k[a.id] then
+              if s[1] == nil then st.k[a.id] = nil else keys[a.id] = 1 end -- all trimmed
+            end
+            if st.r then registers[a.id] = st.r[a.id] end
           else
             trim(s, a.w, lo)
           end
@@ -695,6 +964,8 @@ for f = 1, n_ents do
       -- bytes. Most entities have no union: no empty map to pack and unpack.
       local out = { w = st.w, a = kept }
       if next(unions) then out.u = unions end
+      if next(registers) then out.r = registers end
+      if next(keys) then out.k = keys end
       call('SET', e.tag .. ':s', cmsgpack.pack(out), 'PX', ttl)
     end
   end

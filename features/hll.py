@@ -13,7 +13,7 @@ same register values, so the estimate is the same.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -50,6 +50,56 @@ def register_and_value(member: bytes) -> tuple[int, int]:
     h = murmurhash64a(member)
     rest = (h >> P) | (1 << Q)  # the sentinel bit caps the run at Q zeros
     return h & (REGISTERS - 1), (rest & -rest).bit_length()
+
+
+_M64 = np.uint64(_M)
+_R64 = np.uint64(_R)
+
+
+def _murmurhash64a_many(data: np.ndarray) -> np.ndarray:
+    """`murmurhash64a` of each row of `data` (uint8, every row of one length), vectorised:
+    numpy's uint64 arithmetic wraps modulo 2**64 as the C does."""
+    n, length = data.shape
+    h = np.full(n, (SEED ^ (length * _M)) & _MASK64, dtype=np.uint64)
+    whole = length - length % 8
+    if whole:
+        blocks = np.ascontiguousarray(data[:, :whole]).view("<u8")
+        for c in range(whole // 8):
+            k = blocks[:, c] * _M64
+            k ^= k >> _R64
+            k *= _M64
+            h ^= k
+            h *= _M64
+    if whole != length:
+        tail = np.zeros(n, dtype=np.uint64)
+        for j in range(length - whole):
+            tail |= data[:, whole + j].astype(np.uint64) << np.uint64(8 * j)
+        h ^= tail
+        h *= _M64
+    h ^= h >> _R64
+    h *= _M64
+    h ^= h >> _R64
+    return h
+
+
+def register_codes(members: Sequence[bytes | None]) -> list[int | None]:
+    """Per member `register * 64 + value` of `register_and_value` (None stays None), hashed
+    a batch at a time: features.lua keeps small count_distinct sets as these registers."""
+    codes: list[int | None] = [None] * len(members)
+    by_length: dict[int, list[int]] = {}
+    for i, m in enumerate(members):
+        if m is not None:
+            by_length.setdefault(len(m), []).append(i)
+    for length, rows in by_length.items():
+        data = np.frombuffer(b"".join([members[i] for i in rows]), dtype=np.uint8)  # type: ignore[misc]
+        h = _murmurhash64a_many(data.reshape(len(rows), length))
+        rest = (h >> np.uint64(P)) | np.uint64(1 << Q)
+        lowest = rest & (~rest + np.uint64(1))  # a power of two: its log2 is exact
+        values = np.log2(lowest.astype(np.float64)).astype(np.int64) + 1
+        got = (h & np.uint64(REGISTERS - 1)).astype(np.int64) * 64 + values
+        for i, code in zip(rows, got.tolist(), strict=True):
+            codes[i] = code
+    return codes
 
 
 def _sigma(x: float) -> float:

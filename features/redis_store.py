@@ -13,11 +13,16 @@ same on a single Redis and a cluster; an entity's keys are in its value's shard,
 
     sf:<ns>:{<tag>}:<entity field>=<value>:s          string: cmsgpack of the entity's state:
         watermark and, per aggregation id, a flat array of its buckets (first bucket, then
-        the values of each bucket up to the newest) or the decayed S, W, T; per
-        count_distinct id, the window held by its :u key. PX = entity TTL.
+        the values of each bucket up to the newest) or the decayed S, W, T. A count_distinct
+        bucket holds its HyperLogLog registers (sorted register * 64 + value codes, the
+        members hashed here, `features.hll.register_codes`) and the state the union of its
+        newest window; past 64 registers in a window (keys mode, until every bucket is
+        trimmed) a bucket is an :h: key instead, and the state names the window its :u key
+        holds. PX = entity TTL.
     sf:<ns>:{<tag>}:<entity field>=<value>:h:<agg id>:<bucket>
-        HyperLogLog of one count_distinct bucket (PFADD, merged by PFCOUNT over the window);
-        DEL'd once below the retention floor. PX = entity TTL.
+        keys mode: HyperLogLog of one count_distinct bucket (written from its registers,
+        then PFADD; merged by PFCOUNT over the window); DEL'd once below the retention
+        floor. PX = entity TTL.
     sf:<ns>:{<tag>}:<entity field>=<value>:h:<agg id>:u
         union of the entity's newest window of two or more buckets, once that window was
         read twice (PFMERGE once per window, then PFADD/PFCOUNT), kept across batches; the
@@ -61,6 +66,7 @@ import orjson
 import redis
 
 from features.epoch import new_epoch
+from features.hll import register_codes
 from features.redis_connect import RedisClient, is_cluster
 from features.semantics import (
     FLAG_LATE,
@@ -164,6 +170,7 @@ class _Columns:
         self.times = np.zeros(n, dtype=np.int64)
         self.x: list[np.ndarray] = []
         self.d: list[np.ndarray] = []
+        self.r: list[np.ndarray] = []  # per count_distinct field its members' HLL registers
         self.s: np.ndarray | None = None
         self.o: np.ndarray | None = None
         # Per call's shards: its events and per field its values (see `_select`), made once
@@ -319,6 +326,9 @@ class RedisFeatureStore:
                 for r in records
             ]
             cols.d.append(column)
+            codes = np.empty(cols.n, dtype=object)
+            codes[:] = register_codes([None if m is None else m.encode() for m in column])
+            cols.r.append(codes)
         common: dict[str, Any] = {}
         partitions: dict[tuple[str, int], int] = {}
         tops: list[int] = []  # per partition of the batch, its highest offset
@@ -373,6 +383,7 @@ class RedisFeatureStore:
             doc["h"] = [(sh.astype(np.int64) + 1).tolist() for sh in cols.shards]
             doc["x"] = [v.tolist() for v in cols.x]
             doc["d"] = [v.tolist() for v in cols.d]
+            doc["r"] = [v.tolist() for v in cols.r]
             home = np.flatnonzero(cols.home)
             if cols.s is not None and cols.o is not None:
                 doc["s"], doc["o"] = cols.s.tolist(), cols.o.tolist()
@@ -389,6 +400,7 @@ class RedisFeatureStore:
             doc["e"], doc["h"] = e, h
             doc["x"] = [v[idx].tolist() for v in cols.x]
             doc["d"] = [v[idx].tolist() for v in cols.d]
+            doc["r"] = [v[idx].tolist() for v in cols.r]
             home = np.flatnonzero(cols.home[idx]) if 0 in shards else np.zeros(0, np.intp)
             if cols.s is not None and cols.o is not None:
                 doc["s"], doc["o"] = cols.s[idx].tolist(), cols.o[idx].tolist()

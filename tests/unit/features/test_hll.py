@@ -8,7 +8,13 @@ import uuid
 import pytest
 import redis
 
-from features.hll import HyperLogLog, count_union, member_bytes, register_and_value
+from features.hll import (
+    HyperLogLog,
+    count_union,
+    member_bytes,
+    register_and_value,
+    register_codes,
+)
 
 
 def _hll(members: list[str]) -> HyperLogLog:
@@ -48,6 +54,23 @@ def test_member_bytes_are_the_text_redis_py_sends() -> None:
     assert member_bytes(123) == b"123"
     assert member_bytes("é") == "é".encode()
     assert member_bytes(1.5) == b"1.5"
+
+
+def test_register_codes_of_a_batch_equal_one_member_at_a_time() -> None:
+    # Vectorised per byte length: lengths with and without whole 8-byte blocks, empty,
+    # multi-byte UTF-8, and None passed through.
+    rng = random.Random(3)
+    members: list[bytes | None] = [
+        bytes(rng.getrandbits(8) for _ in range(rng.randint(0, 40))) for _ in range(3000)
+    ]
+    members += [None, b"", "é€".encode(), b"a"]
+    codes = register_codes(members)
+    assert codes[-4] is None
+    for member, code in zip(members, codes, strict=True):
+        if member is not None:
+            register, value = register_and_value(member)
+            assert code == register * 64 + value
+    assert register_codes([]) == []
 
 
 @pytest.mark.integration
