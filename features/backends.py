@@ -25,11 +25,13 @@ def open_store(spec: FeatureSpec, url: str, namespace: str = "default") -> Featu
 
         return Featurizer(spec, ReferenceFeatureStore(spec))
     if scheme in ("redis", "rediss", "unix"):
-        from features.redis_connect import connect
+        from features.redis_connect import connect, split_replicas
         from features.redis_store import RedisFeatureStore
 
+        _, replicas = split_replicas(url)  # ?replicas=N: WAIT for N replicas per batch
         client = connect(url)
-        return Featurizer(spec, RedisFeatureStore(spec, client, namespace, owns_client=True))
+        store = RedisFeatureStore(spec, client, namespace, owns_client=True, replicas=replicas)
+        return Featurizer(spec, store)
     raise ValueError(
         f"feature store URL {url!r} not understood: use 'memory://' or 'redis://host:port/db'"
     )

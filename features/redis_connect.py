@@ -6,6 +6,10 @@ with `ssl_ca_certs=…` as query arguments). `connect` turns it into `redis.Redi
 A query argument `cluster=yes|no|auto` says which; it is taken out of the URL before
 redis-py sees it. `auto` (the default) asks the server `INFO cluster`: one round trip at
 connect time, none after. A managed cluster that refuses INFO needs `?cluster=yes`.
+
+A query argument `replicas=N` asks the feature store to count a batch's state written only
+once N replicas of each node it wrote to have it (`WAIT`), so that a failover to one of them
+loses no batch the workers went on from (`features.shard_calls`); `connect` takes it out too.
 """
 
 from __future__ import annotations
@@ -50,6 +54,35 @@ def split_cluster_mode(url: str) -> tuple[str, str]:
     return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment)), mode
 
 
+REPLICAS_ARG = "replicas"
+
+
+def split_replicas(url: str) -> tuple[str, int]:
+    """(`url` without its `replicas=` query argument, that number or 0); a ValueError for
+    a value that is not a whole number of 0 or more."""
+    parts = urlsplit(url)
+    fields = [field for field in parts.query.split("&") if field]
+    ours = [field for field in fields if field.partition("=")[0] == REPLICAS_ARG]
+    if not ours:
+        return url, 0
+    given = unquote_plus(ours[-1].partition("=")[2]).strip()
+    if not given.isdigit():
+        raise ValueError(
+            f"the Redis URL's {REPLICAS_ARG}={given!r} is not a number of replicas: write "
+            f"{REPLICAS_ARG}=1 to wait for one replica per node, or leave it out"
+        )
+    query = "&".join(field for field in fields if field not in ours)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment)), int(given)
+
+
+def with_replicas(url: str, replicas: int) -> str:
+    """`url` with its `replicas=` argument set (left out for 0)."""
+    bare, _ = split_replicas(url)
+    if not replicas:
+        return bare
+    return f"{bare}{'&' if urlsplit(bare).query else '?'}{REPLICAS_ARG}={replicas}"
+
+
 def with_cluster_mode(url: str, mode: str) -> str:
     """`url` with its `cluster=` argument set to `mode` (one of yes/no/auto)."""
     if mode not in MODES:
@@ -69,6 +102,7 @@ def connect(url: str, **kwargs: Any) -> RedisClient:
     failure to connect to a cluster (RedisCluster connects at once).
     """
     url, mode = split_cluster_mode(url)
+    url, _ = split_replicas(url)  # the feature store's (open_store), not redis-py's
     if mode == "yes":
         return _cluster(url, kwargs)
     client = redis.Redis.from_url(url, **kwargs)

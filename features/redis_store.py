@@ -184,7 +184,8 @@ class RedisFeatureStore:
     `client` (`redis.Redis` or `RedisCluster`, see `features.redis_connect.connect`) must
     return bytes (decode_responses=False): the reply is binary float64. `owns_client=True`
     closes the client on `close()`. `guard=False` (a rebuild writing the state anew)
-    neither checks for lost state nor writes the epoch.
+    neither checks for lost state nor writes the epoch. `replicas` > 0: a batch counts once
+    that many replicas of each node it wrote hold it (`features.shard_calls`, WAIT).
     """
 
     SCRIPT = importlib.resources.files("features").joinpath("features.lua").read_text()
@@ -197,6 +198,7 @@ class RedisFeatureStore:
         *,
         owns_client: bool = False,
         guard: bool = True,
+        replicas: int = 0,
     ) -> None:
         if not namespace or any(c in namespace for c in "{}"):
             raise ValueError(
@@ -234,7 +236,9 @@ class RedisFeatureStore:
         ]
         self._empty_row = np.array([_empty_value(a) for a in spec.aggregations], dtype=np.float64)
         self._shard_map = ShardMap(self._entities)
-        self._calls = ShardCalls(client, self.SCRIPT, epoch_keys(namespace), shard_slots(namespace))
+        self._calls = ShardCalls(
+            client, self.SCRIPT, epoch_keys(namespace), shard_slots(namespace), replicas
+        )
 
     def update_and_read(self, batch: FeatureBatch) -> FeatureResult:
         """Per node one EVALSHA: apply every event in order, read each right after its

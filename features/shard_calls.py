@@ -13,6 +13,13 @@ that is not local (a slot moving) has the slot map refreshed, its shards regroup
 retried, until `RETRY_S` seconds have passed; then `ClusterCallError`. A retried group is
 safe: the per-shard high-water of the script makes a call that already applied a replay,
 never a double count. NOSCRIPT (a node restarted or failed over): load and retry.
+
+With `replicas` > 0 each call is followed, in the same round trip, by `WAIT replicas
+WAIT_MS`: a call whose node has fewer replicas holding its writes by then raises
+`ReplicasBehind`, retried as above (and on one server, an outage to the worker), so the
+worker stores offsets only for batches whose state a failover to a replica keeps. A node
+left without its replica (failed over, the old primary not back yet) stalls the pipeline
+until one is back: durability over availability, as the URL asked (`?replicas=N`).
 """
 
 from __future__ import annotations
@@ -33,11 +40,20 @@ log = logging.getLogger(__name__)
 RETRY_S = 30.0
 """How long a group of shards is retried (slot map refresh, regroup) before giving up."""
 
+WAIT_MS = 1000
+"""How long one call waits for its node's replicas to acknowledge its writes."""
+
+
+class ReplicasBehind(redis.exceptions.ConnectionError):
+    """A node's replicas did not acknowledge a call's writes in time: not yet durable."""
+
+
 Shards = tuple[int, ...]
 Encode = Callable[[Shards], bytes]
 """The batch document for a call covering these shards."""
 
 _RETRIABLE = (
+    ReplicasBehind,
     redis.exceptions.AskError,  # MovedError is an AskError
     redis.exceptions.TryAgainError,
     redis.exceptions.ClusterDownError,
@@ -65,8 +81,16 @@ def _retriable(exc: Exception) -> bool:
 class ShardCalls:
     """Runs the feature script over all shards of a namespace, one call per node."""
 
-    def __init__(self, client: RedisClient, script: str, keys: Sequence[str], slots: Sequence[int]):
+    def __init__(
+        self,
+        client: RedisClient,
+        script: str,
+        keys: Sequence[str],
+        slots: Sequence[int],
+        replicas: int = 0,
+    ):
         self._client = client
+        self._replicas = replicas
         self._script = script
         self._keys = tuple(keys)
         self._slots = tuple(slots)
@@ -149,8 +173,22 @@ class ShardCalls:
         key = self._keys[shards[0]]
         doc = encode(shards)
         try:
-            return conn.evalsha(self.sha, 1, key, config, doc)
+            return self._evalsha(conn, key, config, doc)
         except redis.exceptions.NoScriptError:
             # This server lost its script cache (restart, SCRIPT FLUSH, failover): load once.
             conn.script_load(self._script)
+            return self._evalsha(conn, key, config, doc)
+
+    def _evalsha(self, conn: Any, key: str, config: bytes, doc: bytes) -> Any:
+        if not self._replicas:
             return conn.evalsha(self.sha, 1, key, config, doc)
+        pipe = conn.pipeline(transaction=False)
+        pipe.evalsha(self.sha, 1, key, config, doc)
+        pipe.execute_command("WAIT", self._replicas, WAIT_MS)
+        reply, acked = pipe.execute()
+        if acked < self._replicas:
+            raise ReplicasBehind(
+                f"{acked} of {self._replicas} replicas acknowledged the feature script's "
+                f"writes within {WAIT_MS} ms (the URL's replicas={self._replicas})"
+            )
+        return reply

@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 CLUSTER_PRIMARIES = 3
 # Below Linux's ephemeral range (32768+), so a client's outgoing port cannot take one later.
@@ -27,6 +28,7 @@ class RedisClusterServices:
     url: str
     admin_url: str
     node_admin_urls: tuple[str, ...]
+    cluster: Any = None  # the LocalRedisCluster: its nodes' pids, `up` to restart a node
 
 
 def free_cluster_base(count: int) -> int:
@@ -37,8 +39,11 @@ def free_cluster_base(count: int) -> int:
     return first_free(count, random.randrange(*_PORT_RANGE), _PORT_RANGE[1])
 
 
-def running_cluster(home: Path) -> Iterator[RedisClusterServices]:
-    """Start the cluster under `home`, yield where it listens, stop every node it started."""
+def running_cluster(
+    home: Path, replicas: int = 0, node_timeout_ms: int | None = None
+) -> Iterator[RedisClusterServices]:
+    """Start the cluster under `home` (3 primaries, `replicas` each), yield where it
+    listens, stop every node it started."""
     from streams.stack.config import StackError
     from streams.stack.discovery import find_redis_cli, find_redis_server
     from streams.stack.redis_cluster import LocalRedisCluster, stop_all
@@ -48,8 +53,11 @@ def running_cluster(home: Path) -> Iterator[RedisClusterServices]:
         # A port found free can be taken before a node binds it (other tests pick free ports
         # too): a few fresh bases, then the last error fails the tests.
         for attempt in range(3):
-            base = free_cluster_base(CLUSTER_PRIMARIES)
-            cluster = LocalRedisCluster(home / f"try-{attempt}", base, CLUSTER_PRIMARIES)
+            base = free_cluster_base(CLUSTER_PRIMARIES * (1 + replicas))
+            timeout = {} if node_timeout_ms is None else {"node_timeout_ms": node_timeout_ms}
+            cluster = LocalRedisCluster(
+                home / f"try-{attempt}", base, CLUSTER_PRIMARIES, replicas=replicas, **timeout
+            )
             try:
                 urls = cluster.up(find_redis_server(), find_redis_cli(), deadline)
                 break
@@ -57,7 +65,7 @@ def running_cluster(home: Path) -> Iterator[RedisClusterServices]:
                 cluster.down()
                 if attempt == 2 or time.monotonic() >= deadline:
                     raise
-        yield RedisClusterServices(urls.url, urls.admin_url, urls.node_admin_urls)
+        yield RedisClusterServices(urls.url, urls.admin_url, urls.node_admin_urls, cluster)
     finally:
         for tried in home.glob("try-*"):  # every node any attempt started, by its folder
             stop_all(tried, timeout_s=30.0)

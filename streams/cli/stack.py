@@ -100,6 +100,15 @@ RedisClusterOpt = Annotated[
     ),
 ]
 
+RedisReplicasOpt = Annotated[
+    int,
+    typer.Option(
+        "--redis-replicas",
+        help="with --redis-cluster: R replicas per primary (failover; the URL then asks the "
+        "feature store to wait for them, ?replicas=R)",
+    ),
+]
+
 
 def stack_config(
     environ: Mapping[str, str] | None = None,
@@ -144,12 +153,14 @@ def up(
     kafka_secure_port: KafkaSecurePortOpt = None,
     secure: SecureOpt = False,
     redis_cluster: RedisClusterOpt = 0,
+    redis_replicas: RedisReplicasOpt = 0,
 ) -> None:
     """Start a local Kafka (KRaft) broker and redis-server on loopback; idempotent.
 
     Prints the two `export` lines that point streamfer at them: `eval "$(streamfer up)"`.
     With --redis-cluster N, a local N-primary Redis Cluster replaces the redis-server; the
-    URLs then name its first node, and clients find the others from it.
+    URLs then name its first node, and clients find the others from it. --redis-replicas R
+    gives each primary R replicas, which take over a primary that fails.
     """
     from streams.stack.local import LocalStack
 
@@ -162,7 +173,16 @@ def up(
             redis_tls_port=redis_tls_port,
             kafka_secure_port=kafka_secure_port,
         )
-        stack = LocalStack(replace(config, secure=secure, redis_cluster=redis_cluster))
+        if redis_replicas and not redis_cluster:
+            raise StackError("--redis-replicas needs --redis-cluster N (replicas of its primaries)")
+        stack = LocalStack(
+            replace(
+                config,
+                secure=secure,
+                redis_cluster=redis_cluster,
+                redis_replicas=redis_replicas,
+            )
+        )
         was_running = stack.status().running
         status = stack.up()
         secure_kafka = stack.secure_kafka()

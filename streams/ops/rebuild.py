@@ -317,7 +317,7 @@ def rebuild_state(
 ) -> RebuildResult:
     """Replay the events topic into the spec's Redis feature namespace; see the module doc."""
     from features.epoch import mark_rebuilding, write_epoch
-    from features.redis_connect import connect
+    from features.redis_connect import connect, split_replicas
     from features.redis_store import RedisFeatureStore
     from features.store import FeatureBatch
     from streams.events.codec import decode_batch
@@ -360,6 +360,7 @@ def rebuild_state(
         spec.namespace,
         owns_client=True,
         guard=False,
+        replicas=split_replicas(connections.redis_url)[1],
     )
     reporter = progress or NoProgress()
     ranges = {r.partition: (r.start, r.end) for r in plan.ranges}

@@ -74,6 +74,8 @@ class StackConfig:
     # `streamfer up --redis-cluster N`: N cluster primaries instead of the single Redis
     redis_cluster: int = 0
     redis_cluster_port: int = 7000  # ports from here: clients, then TLS, then the bus
+    # `--redis-replicas R`: R replicas per cluster primary (failover), with --redis-cluster
+    redis_replicas: int = 0
 
     def __post_init__(self) -> None:
         ports = {name: getattr(self, name) for name in PORT_ENVS}

@@ -307,7 +307,9 @@ class LocalStack:
     def _cluster(self) -> LocalRedisCluster | None:
         """The Redis Cluster asked for (`--redis-cluster N`) or, if none is, the one running."""
         certs, c = (self._certificates() if self.config.secure else None), self.config
-        return cluster_of_home(self.home, c.redis_cluster, c.redis_cluster_port, certs)
+        return cluster_of_home(
+            self.home, c.redis_cluster, c.redis_cluster_port, certs, c.redis_replicas
+        )
 
     def _check_running_kafka_config(self) -> None:
         try:

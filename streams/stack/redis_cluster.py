@@ -1,10 +1,15 @@
-"""A local Redis Cluster: N redis-server primaries in cluster mode, behind `--redis-cluster N`.
+"""A local Redis Cluster: N redis-server primaries in cluster mode, behind `--redis-cluster N`,
+each with R replicas behind `--redis-replicas R`.
 
 Each node runs as the single Redis of `streamfer up` does (AOF fsync'd once a second,
 noeviction, the same ACL file and passwords, a TLS port when secure), plus
 `--cluster-enabled yes` with its own folder and `nodes.conf`. A fresh set of nodes is joined
 with `redis-cli --cluster create` (as the admin user, its password in REDISCLI_AUTH, never
 on a command line); a set restarted on its folders finds its cluster again in `nodes.conf`.
+With replicas, every node (any of them may be a replica after a failover) authenticates to
+its primary as `admin`, from a private config file (`replication.conf`, mode 0600: no
+password on a command line either), and a failed primary is replaced by its replica after
+`node_timeout_ms`.
 Ports come in three blocks from one base: clients `base…base+N-1`, TLS `base+N…`, the
 cluster bus `base+2N…`, so one variable (STREAMFER_REDIS_CLUSTER_PORT) places them all.
 """
@@ -109,11 +114,25 @@ def cluster_ports(base: int, count: int) -> list[tuple[int, int, int]]:
     return [(base + i, base + count + i, base + 2 * count + i) for i in range(count)]
 
 
+NODE_TIMEOUT_MS = 5000
+"""How long a node may not answer before the others take it for failed (Redis's default is
+15 s): with replicas, about how long a failover takes to start."""
+
+
 class LocalRedisCluster:
-    """Starts, checks and stops the cluster nodes of one stack home."""
+    """Starts, checks and stops the cluster nodes of one stack home: `count` primaries,
+    each with `replicas` replicas (the nodes after the primaries, as `redis-cli --cluster
+    create --cluster-replicas` pairs them)."""
 
     def __init__(
-        self, home: Path, base_port: int, count: int, certificates: Certificates | None = None
+        self,
+        home: Path,
+        base_port: int,
+        count: int,
+        certificates: Certificates | None = None,
+        *,
+        replicas: int = 0,
+        node_timeout_ms: int = NODE_TIMEOUT_MS,
     ) -> None:
         self.home = home.expanduser().resolve()
         self.root = self.home / "redis-cluster"
@@ -121,9 +140,16 @@ class LocalRedisCluster:
         self.passwords_file = self.home / "redis" / "passwords.json"
         self.acl_file = self.home / "redis" / "users.acl"
         self.certificates = certificates
+        if replicas < 0:
+            raise StackError(f"--redis-replicas {replicas}: give 0 or more replicas per primary")
+        self.primaries = count
+        self.replicas = replicas
+        self.node_timeout_ms = node_timeout_ms
+        if count < MIN_PRIMARIES:  # before the ports: the count is the error to name
+            cluster_ports(base_port, count)
         self.nodes = [
             ClusterNode(port, tls, bus, self.root / f"node-{port}")
-            for port, tls, bus in cluster_ports(base_port, count)
+            for port, tls, bus in cluster_ports(base_port, count * (1 + replicas))
         ]
 
     @classmethod
@@ -134,7 +160,14 @@ class LocalRedisCluster:
             return None
         try:
             raw = json.loads(layout.read_text())
-            return cls(home, int(raw["base_port"]), int(raw["primaries"]), certificates)
+            return cls(
+                home,
+                int(raw["base_port"]),
+                int(raw["primaries"]),
+                certificates,
+                replicas=int(raw.get("replicas", 0)),
+                node_timeout_ms=int(raw.get("node_timeout_ms", NODE_TIMEOUT_MS)),
+            )
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
@@ -150,8 +183,15 @@ class LocalRedisCluster:
         if self.certificates is not None:
             ca = self.certificates.ca
             secure = redis_url(APP_USER, passwords.streamfer, LOCALHOST, first.tls_port, ca=ca)
+        from features.redis_connect import with_replicas  # redis-py, only when asked
+
+        if secure is not None:
+            secure = with_replicas(secure, self.replicas)
         return ClusterUrls(
-            url=redis_url(APP_USER, passwords.streamfer, LOCALHOST, first.port),
+            # With replicas, the feature store waits for them (features.redis_connect).
+            url=with_replicas(
+                redis_url(APP_USER, passwords.streamfer, LOCALHOST, first.port), self.replicas
+            ),
             admin_url=redis_url(ADMIN_USER, passwords.admin, LOCALHOST, first.port),
             node_admin_urls=tuple(
                 redis_url(ADMIN_USER, passwords.admin, LOCALHOST, node.port) for node in self.nodes
@@ -182,12 +222,17 @@ class LocalRedisCluster:
         if to_start:
             write_acl(self.acl_file, passwords, app_commands(server_version(redis_server)))
             self.root.mkdir(parents=True, exist_ok=True)
-            layout = {"base_port": self.nodes[0].port, "primaries": len(self.nodes)}
+            layout = {
+                "base_port": self.nodes[0].port,
+                "primaries": self.primaries,
+                "replicas": self.replicas,
+                "node_timeout_ms": self.node_timeout_ms,
+            }
             (self.root / "layout.json").write_text(json.dumps(layout) + "\n")
         started: list[int] = []
         try:
             for node in to_start:
-                started.append(self._start(redis_server, node))
+                started.append(self._start(redis_server, node, passwords))
             self._wait_pings(passwords, deadline)
             if self._needs_create(passwords):
                 self._create(redis_cli, passwords, deadline)
@@ -233,14 +278,20 @@ class LocalRedisCluster:
                         "base port with free ports after it"
                     )
 
-    def _start(self, redis_server: str, node: ClusterNode) -> int:
+    def _start(self, redis_server: str, node: ClusterNode, passwords: RedisPasswords) -> int:
         node.folder.mkdir(parents=True, exist_ok=True)
+        # Replication as `admin` (the `default` user is off): in a file only we can read.
+        config = node.folder / "replication.conf"
+        fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(f"masteruser {ADMIN_USER}\nmasterauth {passwords.admin}\n")
         secure: list[str] = []
         if self.certificates is not None:  # clients, the cluster bus and replication: TLS
             secure = tls_args(node.tls_port, self.certificates)
             secure += ["--tls-cluster", "yes", "--tls-replication", "yes"]
         args = [
             redis_server,
+            str(config),
             "--port",
             str(node.port),
             "--bind",
@@ -255,6 +306,8 @@ class LocalRedisCluster:
             str(node.folder / "nodes.conf"),
             "--cluster-port",
             str(node.bus_port),
+            "--cluster-node-timeout",
+            str(self.node_timeout_ms),
             # As the single Redis (streams/stack/local.py): AOF once a second, no eviction.
             "--save",
             "",
@@ -336,7 +389,7 @@ class LocalRedisCluster:
     def _create(self, redis_cli: str, passwords: RedisPasswords, deadline: float) -> None:
         command = [redis_cli, "--user", ADMIN_USER, "--no-auth-warning", "--cluster", "create"]
         command += [f"{LOCALHOST}:{node.port}" for node in self.nodes]
-        command += ["--cluster-replicas", "0", "--cluster-yes"]
+        command += ["--cluster-replicas", str(self.replicas), "--cluster-yes"]
         env = {**os.environ, "REDISCLI_AUTH": passwords.admin}
         what = f"`redis-cli --cluster create` of the nodes in {self.root}"
         result = run_until(command, deadline, what, env=env)
@@ -364,13 +417,30 @@ class LocalRedisCluster:
                     and i.get("cluster_known_nodes") == count
                     for i in infos
                 ):
-                    return
+                    synced = self._replicas_synced(passwords)
+                    if synced == self.primaries * self.replicas:
+                        return
+                    last = f"{synced} of {self.primaries * self.replicas} replicas in sync"
             if time.monotonic() >= deadline:
                 raise StackError(
                     f"the Redis Cluster in {self.root} was not ok before the timeout ({last}); "
                     f"the nodes' logs are {self.root}/node-*/redis.log"
                 )
             time.sleep(0.1)
+
+    def _replicas_synced(self, passwords: RedisPasswords) -> int:
+        """How many nodes are replicas whose link to their primary is up (synced)."""
+        if not self.replicas:
+            return 0
+        synced = 0
+        for node in self.nodes:
+            client = self._admin(passwords, node)
+            try:
+                info = client.info("replication")
+            finally:
+                client.close()
+            synced += info.get("role") == "slave" and info.get("master_link_status") == "up"
+        return synced
 
     def _failed(self, node: ClusterNode, why: str) -> StackError:
         return StackError(
@@ -398,11 +468,15 @@ def stop_all(home: Path, timeout_s: float) -> None:
 
 
 def cluster_of_home(
-    home: Path, primaries: int, base_port: int, certificates: Certificates | None
+    home: Path,
+    primaries: int,
+    base_port: int,
+    certificates: Certificates | None,
+    replicas: int = 0,
 ) -> LocalRedisCluster | None:
     """The cluster asked for (`primaries` > 0), else the one the home runs, else None."""
     if primaries:
-        return LocalRedisCluster(home, base_port, primaries, certificates)
+        return LocalRedisCluster(home, base_port, primaries, certificates, replicas=replicas)
     return LocalRedisCluster.recorded(home, certificates)
 
 

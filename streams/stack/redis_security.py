@@ -50,6 +50,7 @@ APP_COMMANDS: tuple[str, ...] = (
     "pfadd",
     "pfcount",
     "pfmerge",
+    "wait",  # after each call, with ?replicas=N (features/shard_calls.py)
     # prediction log (streams/worker/prediction_log.py) and the learner's label join
     "hset",
     "mget",

@@ -161,6 +161,43 @@ def test_up_redis_cluster_exports_a_cluster_url_and_down_stops_it(tmp_path: Path
     assert _streamfer(["status"], env).returncode == 1
 
 
+def test_up_with_replicas_gives_each_primary_a_synced_replica_and_says_so_in_the_url(
+    tmp_path: Path,
+) -> None:
+    from streams.stack.config import PORT_ENVS
+    from tests.integration.test_stack import _free_ports
+
+    base = free_cluster_base(2 * CLUSTER_PRIMARIES)
+    ports = dict(zip(PORT_ENVS.values(), map(str, _free_ports(len(PORT_ENVS))), strict=True))
+    home = tmp_path / "home"
+    env = {**os.environ, **ports, "STREAMFER_HOME": str(home)}
+    env["STREAMFER_REDIS_CLUSTER_PORT"] = str(base)
+    try:
+        alone = _streamfer(["up", "--redis-replicas", "1"], env)
+        assert alone.returncode == 2 and "--redis-replicas needs --redis-cluster" in alone.stderr
+        up = _streamfer(
+            ["up", "--redis-cluster", str(CLUSTER_PRIMARIES), "--redis-replicas", "1"], env
+        )
+        assert up.returncode == 0, up.stderr
+        exports = dict(
+            line.removeprefix("export ").split("=", 1) for line in up.stdout.splitlines()
+        )
+        assert exports["STREAMFER_REDIS_URL"].endswith("?replicas=1")
+        client = connect(exports["STREAMFER_REDIS_ADMIN_URL"], socket_timeout=5)
+        try:
+            primaries = client.get_primaries()
+            assert len(primaries) == CLUSTER_PRIMARIES
+            for node in primaries:
+                replication = client.info("replication", target_nodes=node)
+                assert replication["connected_slaves"] == 1
+                assert replication["slave0"]["state"] == "online"
+        finally:
+            client.close()
+    finally:
+        down = _streamfer(["down"], env)
+    assert down.returncode == 0, down.stderr
+
+
 def test_a_secure_cluster_serves_tls_clients_on_its_tls_ports(tmp_path: Path) -> None:
     from streams.security.tls import ensure_certificates
     from streams.stack.discovery import find_redis_cli, find_redis_server

@@ -1,11 +1,19 @@
-"""The `cluster=` argument of a Redis URL: read, taken out, and nothing else changed."""
+"""The `cluster=` and `replicas=` arguments of a Redis URL: read, taken out, and nothing
+else changed."""
 
 from __future__ import annotations
 
 import pytest
 from redis.connection import parse_url
 
-from features.redis_connect import connect, is_cluster, split_cluster_mode, with_cluster_mode
+from features.redis_connect import (
+    connect,
+    is_cluster,
+    split_cluster_mode,
+    split_replicas,
+    with_cluster_mode,
+    with_replicas,
+)
 
 TLS = "rediss://streamfer:p%40ss%2Fw@127.0.0.1:7001/0?ssl_ca_certs=/tmp/a%20b/ca.pem"
 
@@ -45,6 +53,28 @@ def test_with_cluster_mode_replaces_a_mode_already_there() -> None:
 def test_an_unknown_mode_is_refused_naming_the_choices() -> None:
     with pytest.raises(ValueError, match="'maybe' is not one of yes, no, auto"):
         split_cluster_mode("redis://h:1/0?cluster=maybe")
+
+
+def test_replicas_are_read_and_stripped_and_default_to_none() -> None:
+    assert split_replicas(TLS) == (TLS, 0)
+    assert split_replicas(with_replicas(TLS, 2)) == (TLS, 2)
+    assert split_replicas("redis://h:1/0?replicas=1&cluster=yes") == (
+        "redis://h:1/0?cluster=yes",
+        1,
+    )
+    assert with_replicas("redis://h:1/0?replicas=3", 0) == "redis://h:1/0"
+
+
+def test_replicas_that_are_no_number_are_refused() -> None:
+    with pytest.raises(ValueError, match="replicas='one' is not a number of replicas"):
+        split_replicas("redis://h:1/0?replicas=one")
+
+
+def test_connect_hides_replicas_from_redis_py() -> None:
+    client = connect("redis://127.0.0.1:1/0?replicas=1&cluster=no")
+    assert client.connection_pool.connection_kwargs["port"] == 1
+    assert "replicas" not in client.connection_pool.connection_kwargs
+    client.close()
 
 
 def test_cluster_no_gives_a_plain_client_without_asking_the_server() -> None:

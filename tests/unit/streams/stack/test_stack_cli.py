@@ -37,7 +37,7 @@ UP_OPTIONS = {
 }
 COMMAND_OPTIONS = {"up": UP_OPTIONS, "down": {"--home": HOME_ENV}, "status": {"--home": HOME_ENV}}
 # Switches that no variable sets.
-COMMAND_FLAGS = {"up": {"--secure", "--redis-cluster"}}
+COMMAND_FLAGS = {"up": {"--secure", "--redis-cluster", "--redis-replicas"}}
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _BOX = re.compile(r"[│╭╮╰╯─]")
