@@ -906,13 +906,25 @@ for i = 1, n do
   flags[i] = flag_char[flag]
 end
 
+-- The writes of the call's end are made only once every key they touch is known to be on
+-- this node: on a cluster a slot may be migrating (its keys moving one by one), and a
+-- script that fails on a key moved away keeps the writes it made before. So first the
+-- state is computed and the keys to write listed (`dels`, `sets`, the record chunks), then
+-- (on a cluster) each key not read yet is probed with EXISTS, which fails the call here,
+-- with nothing of it written, when the key has moved (the caller retries: see
+-- features/shard_calls.py); then everything is written. The writes before this point (in
+-- keys mode: PFADD, a union's PFMERGE, a bucket's HLL key from its registers) are all
+-- idempotent, so a call failed after them and retried counts nothing twice.
+local dels = {}
+local sets = {} -- key, value, ttl: one state per changed entity
+
 -- A count_distinct bucket below the retention floor: its HLL key goes (keys mode), and any
 -- union holding it.
 local function drop_distinct(e, id, bb, held)
   local hk = e.tag .. ':h:' .. id .. ':'
   if held == 1 then
     local key = hk .. fmt('%d', bb)
-    call('DEL', key)
+    dels[#dels + 1] = key
     touched[key] = nil
   end
   local newest = e.st.r and e.st.r[id]
@@ -922,13 +934,13 @@ local function drop_distinct(e, id, bb, held)
   if u and bb >= u[1] and bb <= u[2] then
     unions[id] = nil
     if u[3] == false then
-      call('DEL', hk .. 'u')
+      dels[#dels + 1] = hk .. 'u'
       touched[hk .. 'u'] = nil
     end
   end
 end
 
--- Write back: trim each changed entity to its retention floor, then one SET per entity.
+-- Each changed entity trimmed to its retention floor, packed for one SET.
 for f = 1, n_ents do
   local ids = ents[f].aggs
   local ttl = ents[f].ttl
@@ -966,15 +978,34 @@ for f = 1, n_ents do
       if next(unions) then out.u = unions end
       if next(registers) then out.r = registers end
       if next(keys) then out.k = keys end
-      call('SET', e.tag .. ':s', cmsgpack.pack(out), 'PX', ttl)
+      sets[#sets + 1] = { e.tag .. ':s', cmsgpack.pack(out), ttl } -- its GET made it local
     end
   end
 end
-for key, ttl in pairs(touched) do call('PEXPIRE', key, ttl) end
 -- Every shard of the call holds each partition's high-water of the whole batch (a shard
 -- that had no event of it too), so a shard's high-water is never below a delivered offset.
 -- No TTL: a high-water that expired would read as lost state (see the guard above).
 local M = batch.m
+local chunks = {} -- key, packed records
+if M then
+  for _, sh in ipairs(CS) do
+    for p = 1, #P do
+      local part = partition(sh, p) -- reads its high-water: local from here on
+      for c, packed in pairs(part.chunks) do
+        chunks[#chunks + 1] = { part.key .. 'rec:' .. P[p] .. ':' .. fmt('%d', c), packed }
+      end
+    end
+  end
+end
+if cfg.cluster then
+  for _, key in ipairs(dels) do call('EXISTS', key) end
+  for key in pairs(touched) do call('EXISTS', key) end
+  for _, chunk in ipairs(chunks) do call('EXISTS', chunk[1]) end
+end
+
+for _, key in ipairs(dels) do call('DEL', key) end
+for _, w in ipairs(sets) do call('SET', w[1], w[2], 'PX', w[3]) end
+for key, ttl in pairs(touched) do call('PEXPIRE', key, ttl) end
 if M then
   for _, sh in ipairs(CS) do
     for p = 1, #P do
@@ -983,13 +1014,12 @@ if M then
       if top ~= null and (part.hw0 == nil or top > part.hw0) then
         call('SET', part.key .. 'hw:' .. P[p], fmt('%d', top))
       end
-      for c, packed in pairs(part.chunks) do
-        local key = part.key .. 'rec:' .. P[p] .. ':' .. fmt('%d', c)
-        call('APPEND', key, table.concat(packed))
-        call('PEXPIRE', key, cfg.replay_ttl)
-      end
     end
   end
+end
+for _, chunk in ipairs(chunks) do
+  call('APPEND', chunk[1], table.concat(chunk[2]))
+  call('PEXPIRE', chunk[1], cfg.replay_ttl)
 end
 
 return { table.concat(rows), table.concat(flags), epoch }

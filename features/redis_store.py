@@ -100,7 +100,7 @@ def _empty_value(a: Aggregation) -> float:
     return a.fill_value if a.agg in ("min", "max", "last", "seconds_since_last") else 0.0
 
 
-def _script_config(spec: FeatureSpec, namespace: str) -> bytes:
+def _script_config(spec: FeatureSpec, namespace: str, cluster: bool = False) -> bytes:
     """The constant half of the script's arguments: aggregations, entities, TTLs, shards."""
     numeric = [a.field for a in spec.aggregations if a.field and a.agg != "count_distinct"]
     distinct = [a.field for a in spec.aggregations if a.field and a.agg == "count_distinct"]
@@ -147,6 +147,8 @@ def _script_config(spec: FeatureSpec, namespace: str) -> bytes:
         "replay_ttl": spec.replay_ttl,
         "rebuilding": REBUILDING_EPOCH,
         "lost": LOST_EPOCH,
+        # A cluster's slots may migrate: the script probes keys before its writes.
+        "cluster": cluster,
     }
     return orjson.dumps(config)
 
@@ -217,7 +219,7 @@ class RedisFeatureStore:
         self._epoch: str | None = None  # the state epoch last seen
         self._client = client
         self._owns_client = owns_client
-        self._config = _script_config(spec, namespace)
+        self._config = _script_config(spec, namespace, is_cluster(client))
         self._entities = spec.entities
         self._numeric = tuple(
             dict.fromkeys(

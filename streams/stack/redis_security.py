@@ -47,6 +47,7 @@ APP_COMMANDS: tuple[str, ...] = (
     "del",
     "pexpire",
     "append",
+    "exists",  # on a cluster, a key probed before the script's writes
     "pfadd",
     "pfcount",
     "pfmerge",

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -76,35 +78,55 @@ def _node(url: str) -> redis.Redis:
     return redis.Redis.from_url(url)
 
 
-def move_slot(node_admin_urls: tuple[str, ...], slot: int) -> tuple[str, str]:
-    """Move `slot` to another primary as `redis-cli --cluster reshard` does (IMPORTING,
-    MIGRATING, MIGRATE the keys, SETSLOT NODE on every primary) → (from, to) node ids."""
-    nodes = [_node(u) for u in node_admin_urls]
-    try:
-        ids = [n.execute_command("CLUSTER", "MYID").decode() for n in nodes]
+class SlotMigration:
+    """Moves one slot to another primary as `redis-cli --cluster reshard` does: IMPORTING
+    and MIGRATING, MIGRATE of its keys (all, or chosen ones first), SETSLOT NODE on every
+    primary. `.source` / `.target`: the two node ids."""
+
+    def __init__(self, node_admin_urls: tuple[str, ...], slot: int) -> None:
+        self.slot = slot
+        self.nodes = [_node(u) for u in node_admin_urls]
+        ids = [n.execute_command("CLUSTER", "MYID").decode() for n in self.nodes]
         owners = [
             i
-            for i, n in enumerate(nodes)
+            for i, n in enumerate(self.nodes)
             if n.execute_command("CLUSTER", "COUNTKEYSINSLOT", slot) > 0
         ]
         assert len(owners) == 1, "the slot's keys should be on one node"
-        src = owners[0]
-        dst = (src + 1) % len(nodes)
-        target = urlsplit(node_admin_urls[dst])
-        user, password = unquote(target.username or ""), unquote(target.password or "")
-        nodes[dst].execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", ids[src])
-        nodes[src].execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", ids[dst])
-        while keys := nodes[src].execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100):
-            nodes[src].execute_command(
-                "MIGRATE", target.hostname, target.port, "", 0, 10_000,
-                "AUTH2", user, password, "KEYS", *keys,
+        self._src, self._dst = owners[0], (owners[0] + 1) % len(self.nodes)
+        self.source, self.target = ids[self._src], ids[self._dst]
+        self._to = urlsplit(node_admin_urls[self._dst])
+        self.nodes[self._dst].execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", self.source)
+        self.nodes[self._src].execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", self.target)
+
+    def remaining(self) -> list[bytes]:
+        """The slot's keys still on the source."""
+        return list(
+            self.nodes[self._src].execute_command("CLUSTER", "GETKEYSINSLOT", self.slot, 100_000)
+        )
+
+    def migrate(self, keys: list[bytes]) -> None:
+        user, password = unquote(self._to.username or ""), unquote(self._to.password or "")
+        for start in range(0, len(keys), 100):
+            self.nodes[self._src].execute_command(
+                "MIGRATE", self._to.hostname, self._to.port, "", 0, 10_000,
+                "AUTH2", user, password, "KEYS", *keys[start : start + 100],
             )  # fmt: skip
-        for n in nodes:
-            n.execute_command("CLUSTER", "SETSLOT", slot, "NODE", ids[dst])
-        return ids[src], ids[dst]
-    finally:
-        for n in nodes:
+
+    def finish(self) -> None:
+        """The remaining keys, then the slot is the target's on every primary."""
+        self.migrate(self.remaining())
+        for n in self.nodes:
+            n.execute_command("CLUSTER", "SETSLOT", self.slot, "NODE", self.target)
+        for n in self.nodes:
             n.close()
+
+
+def move_slot(node_admin_urls: tuple[str, ...], slot: int) -> tuple[str, str]:
+    """Move `slot` to another primary, all at once → (from, to) node ids."""
+    migration = SlotMigration(node_admin_urls, slot)
+    migration.finish()
+    return migration.source, migration.target
 
 
 @pytest.fixture
@@ -134,6 +156,52 @@ def test_a_shard_moved_between_batches_is_followed_and_counted_once(
         assert cluster_client.nodes_manager.get_node_from_slot(slot).name != before
     finally:
         store.close()
+
+
+def test_batches_during_a_key_by_key_slot_migration_wait_for_it_and_count_once(
+    redis_cluster: Any, cluster_client: Any, unique: str
+) -> None:
+    # Resharding under running workers: while the busiest card's slot migrates, its replay
+    # records already on the target and its states still on the source, a batch must not
+    # write the states and then fail on the records (a retry would count it twice): it
+    # waits, with nothing written, until the slot has moved, then counts once.
+    store = RedisFeatureStore(SPEC, cluster_client, unique)
+    reference = ReferenceFeatureStore(SPEC)
+    batches = _batches(5, 300, seed=23)
+    slot = shard_slots(unique)[shard_of("card", "c0")]
+    pool = ThreadPoolExecutor(max_workers=1)
+    try:
+        for events in batches[:2]:
+            _same(_run(store, events), reference.update_and_read(_feature_batch(events)))
+        migration = SlotMigration(redis_cluster.node_admin_urls, slot)
+        try:
+            records = [k for k in migration.remaining() if b":rec:" in k]
+            assert records and len(records) < len(migration.remaining())
+            migration.migrate(records)
+            pending = pool.submit(_run, store, batches[2])
+            with pytest.raises(FutureTimeout):  # retried while the slot is half moved
+                pending.result(timeout=1.0)
+        finally:
+            migration.finish()
+        _same(pending.result(timeout=30), reference.update_and_read(_feature_batch(batches[2])))
+        for events in batches[3:]:
+            _same(_run(store, events), reference.update_and_read(_feature_batch(events)))
+        owner = cluster_client.nodes_manager.get_node_from_slot(slot)
+        assert owner.port == _node_port(redis_cluster, migration.target)
+    finally:
+        pool.shutdown(wait=True)
+        store.close()
+
+
+def _node_port(redis_cluster: Any, node_id: str) -> int:
+    for url in redis_cluster.node_admin_urls:
+        node = _node(url)
+        try:
+            if node.execute_command("CLUSTER", "MYID").decode() == node_id:
+                return int(urlsplit(url).port or 0)
+        finally:
+            node.close()
+    raise AssertionError(f"no node {node_id}")
 
 
 def _commit(conn: Any, group: str, topic: str, ends: dict[int, int]) -> None:
