@@ -425,6 +425,8 @@ local function to_keys(e, id, s, d)
   e.dirty = true -- the state says so from now on
 end
 
+local distinct_read
+
 -- Keys mode. Per entity and count_distinct id, d = { hk = its HLL key prefix, ver = register
 -- version (+1 per PFADD that changed one), bb/bk = the last bucket's number and HLL key (a
 -- busy entity asks for the same one event after event), cs/cb/cver/cv = the last estimate:
@@ -437,11 +439,21 @@ local function distinct_keys(a, s, e, d, ap, i, b, start)
   local u = unions[id]
   local m = D[a.dis][i]
   if ap and m ~= null then
+    local code = R[a.dis][i]
     local key = d.bk
     if d.bb ~= b then
       key = hk .. fmt('%d', b)
-      d.bb, d.bk = b, key
+      d.bb, d.bk, d.known = b, key, {}
     end
+    -- Registers of this bucket known to hold at least a value since a PFADD of this call:
+    -- a member that cannot raise its register changes nothing (PFADD would answer 0),
+    -- here or in the union (which holds at least the bucket's registers).
+    local r = floor(code / 64)
+    local v = code - r * 64
+    local known = d.known
+    local held = known[r]
+    if held and held >= v then return distinct_read(d, id, u, s, hk, e, b, start) end
+    known[r] = v
     if call('PFADD', key, m) == 1 then
       d.ver = d.ver + 1
       -- A register of a bucket in the union's window grew: so must the union's.
@@ -453,6 +465,12 @@ local function distinct_keys(a, s, e, d, ap, i, b, start)
     s[slot(s, 1, b)] = 1
     touched[key] = e.ttl
   end
+  return distinct_read(d, id, u, s, hk, e, b, start)
+end
+
+-- Keys mode: the estimate of the window [start, b].
+distinct_read = function(d, id, u, s, hk, e, b, start)
+  local unions = e.st.u
   -- Same window and no register changed since the last read: same estimate. A window
   -- PENDING its merge is merged all the same, so the state does not depend on where the
   -- stream was cut into batches (a rebuild writes the very same state).
@@ -575,8 +593,9 @@ local function windowed(a, s, e, t, ap, wm, i)
   local B, n = a.B, a.n
   local b = floor(t / B)
   local start = b - n + 1
+  local lo
   if wm then -- the retention floor; only a late event's window reaches below it
-    local lo = floor(wm / B) - n - a.c
+    lo = floor(wm / B) - n - a.c
     if lo > start then start = lo end
   end
   local kind = a.kind
@@ -586,6 +605,16 @@ local function windowed(a, s, e, t, ap, wm, i)
   if start > b then return a.empty end
   local id = a.id
   local w = a.w
+  -- An applied event past the newest bucket held, after a gap: the buckets below the
+  -- retention floor are dead for the rest of the call (the watermark only grows, and no
+  -- window reaches below it), so they go now, instead of slot() filling the gap up to b
+  -- with empty buckets for the write back to drop. The write back's trim then finds the
+  -- same state it would have made.
+  local b0 = s[1]
+  if ap and b0 and b0 < lo and b > b0 + (#s - 1) / w - 1 then
+    trim(s, w, lo)
+    e.prefix[id] = nil
+  end
   local p = e.prefix[id]
   if p == nil then
     p = window_prefix(kind, s, w, start, b, {})
