@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import random
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -22,7 +22,6 @@ import pytest
 import redis
 
 from features.hll import SEED, HyperLogLog, murmurhash64a, register_and_value
-from features.redis_connect import connect
 from features.redis_store import RedisFeatureStore, aggregation_id
 from features.reference import ReferenceFeatureStore
 from features.shards import shard_of, shard_prefixes
@@ -78,16 +77,6 @@ def high_member(rng: random.Random) -> str:
             return data.decode()
 
 
-@pytest.fixture(params=["redis", "cluster"])
-def store_client(request: pytest.FixtureRequest) -> Iterator[Any]:
-    if request.param == "cluster":
-        client = connect(request.getfixturevalue("redis_cluster").url)
-    else:
-        client = connect(request.getfixturevalue("redis_url"))
-    yield client
-    client.close()
-
-
 def run(
     store: RedisFeatureStore, reference: ReferenceFeatureStore, batches: Sequence[list[Event]]
 ) -> list[list[float]]:
@@ -122,10 +111,10 @@ def many_members_stream(rng: random.Random) -> list[list[Event]]:
 
 
 def test_past_the_cap_an_entity_counts_on_in_hll_keys_as_the_reference(
-    store_client: Any,
+    module_client: Any,
 ) -> None:
     rng = random.Random(5)
-    store = RedisFeatureStore(SPEC, store_client, f"cd-{uuid.uuid4().hex[:10]}")
+    store = RedisFeatureStore(SPEC, module_client, f"cd-{uuid.uuid4().hex[:10]}")
     try:
         seen = run(store, ReferenceFeatureStore(SPEC), many_members_stream(rng))
     finally:
@@ -135,7 +124,7 @@ def test_past_the_cap_an_entity_counts_on_in_hll_keys_as_the_reference(
 
 
 def test_registers_in_the_state_equal_small_sets_exactly_as_the_reference(
-    store_client: Any,
+    module_client: Any,
 ) -> None:
     # Many cards of few members each, batch after batch, with members repeated.
     rng = random.Random(11)
@@ -147,7 +136,7 @@ def test_registers_in_the_state_equal_small_sets_exactly_as_the_reference(
             t += rng.randint(0, 2) * S
             events.append(ev(t, f"m{rng.randint(0, 30)}", card=f"c{rng.randint(0, 40)}"))
         batches.append(events)
-    store = RedisFeatureStore(SPEC, store_client, f"cd-{uuid.uuid4().hex[:10]}")
+    store = RedisFeatureStore(SPEC, module_client, f"cd-{uuid.uuid4().hex[:10]}")
     try:
         run(store, ReferenceFeatureStore(SPEC), batches)
     finally:

@@ -651,17 +651,6 @@ def _assert_same(redis_result: FeatureResult, reference_result: FeatureResult) -
     np.testing.assert_array_equal(redis_result.replayed, reference_result.replayed)
 
 
-@pytest.fixture(scope="module", params=["redis", "cluster"])
-def module_client(request: pytest.FixtureRequest) -> Iterator[Any]:
-    """A client of the single Redis, then of the cluster."""
-    if request.param == "cluster":
-        client = connect(request.getfixturevalue("redis_cluster").url)
-    else:
-        client = connect(request.getfixturevalue("redis_url"))
-    yield client
-    client.close()
-
-
 @pytest.mark.integration
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(batches=streams(), with_sources=st.booleans())

@@ -1,7 +1,8 @@
 """The feature store on a Redis Cluster with replicas (`streamfer up --redis-cluster 3
 --redis-replicas 1`): a primary killed between batches is replaced by its replica and no
 batch is lost or counted twice, and a batch is not acknowledged while its node's replica
-cannot have it (`?replicas=1`: WAIT after each call). Checked against the reference."""
+cannot have it (`?replicas=1`: WAIT after each call), both checked against the reference;
+and a worker (`streamfer run`) scoring through a primary's failover loses nothing."""
 
 from __future__ import annotations
 
@@ -24,8 +25,22 @@ from features.reference import ReferenceFeatureStore
 from features.shard_calls import WAIT_MS, ClusterCallError
 from features.shards import shard_of, shard_slots
 from features.store import FeatureResult
+from streams.stack.discovery import find_redis_cli, find_redis_server
 from tests.cluster_stack import running_cluster
 from tests.contract.test_feature_store import SPEC
+from tests.integration.harness import (
+    assert_features_exact,
+    make_spec,
+    prediction_counts,
+    produce,
+    read_json,
+    recompute_features,
+    synthetic,
+    topic_size,
+    wait_for,
+    worker_process,
+    write_spec,
+)
 from tests.integration.test_cluster_features import _batches, _feature_batch, _run, _same
 
 pytestmark = pytest.mark.integration
@@ -110,8 +125,6 @@ def store_client(replicated: Any) -> Iterator[Any]:
 def test_a_primary_failed_over_between_batches_loses_no_batch_and_counts_once(
     replicated: Any, store_client: Any, unique: str
 ) -> None:
-    from streams.stack.discovery import find_redis_cli, find_redis_server
-
     store = RedisFeatureStore(SPEC, store_client, unique, replicas=1)
     reference = ReferenceFeatureStore(SPEC)
     batches = _batches(6, 300, seed=17)
@@ -167,3 +180,51 @@ def test_a_batch_is_not_acknowledged_while_the_replica_cannot_have_it(
     finally:
         pool.shutdown(wait=True)
         store.close()
+
+
+def test_a_worker_keeps_scoring_through_a_primary_failover_and_loses_nothing(
+    request: pytest.FixtureRequest, replicated: Any, model_file: Any, unique: str, tmp_path: Any
+) -> None:
+    # The whole pipeline on the replicated cluster (its URL asks for the replica): a primary
+    # SIGKILLed mid-stream, its replica promoted, the old node back as a replica. Every
+    # event gets a prediction and every served feature equals the recomputation.
+    conn = request.getfixturevalue("conn").model_copy(update={"redis_url": replicated.url})
+    model = {"path": str(model_file)}
+    spec = make_spec(unique, model)
+    spec_file = write_spec(tmp_path / "spec.yaml", unique, model)
+    n = 30_000
+    events = synthetic(n, seed=29, n_cards=1000)
+    produce(conn, spec, events)
+    client = connect(split_replicas(replicated.url)[0])
+    try:
+        primary = client.get_primaries()[0]
+    finally:
+        client.close()
+    by_port = {urlsplit(u).port: u for u in replicated.node_admin_urls}
+    node = next(n for n in replicated.cluster.nodes if n.port == primary.port)
+    replica_url = next(
+        u
+        for u in by_port.values()
+        if (info := _role(u)).get("role") == "slave" and info.get("master_port") == primary.port
+    )
+    # Idle exit: a worker paused through the outage may take it for the stream's end; a
+    # second worker then finishes what is left, as after any stop.
+    first = worker_process(spec_file, conn, "--idle-exit", "10")
+    try:
+        wait_for(lambda: topic_size(conn, spec.topics.predictions) > n // 4, 120, "a quarter")
+        os.kill(int(node.pid_file.read_text()), signal.SIGKILL)
+        # Mid-stream: part of the events are scored after the failover.
+        assert topic_size(conn, spec.topics.predictions) < n
+        _wait("the replica took over", lambda: _role(replica_url)["role"] == "master", 60)
+        replicated.cluster.up(find_redis_server(), find_redis_cli(), time.monotonic() + 60)
+        assert first.wait(300) == 0
+    finally:
+        if first.poll() is None:
+            first.kill()
+    second = worker_process(spec_file, conn, "--idle-exit", "5")
+    assert second.wait(300) == 0
+
+    counts = prediction_counts(read_json(conn, spec.topics.predictions, timeout_s=120))
+    assert set(counts) == {e["event_id"] for e in events}, "an event has no prediction"
+    served = read_json(conn, spec.topics.features, timeout_s=120)
+    assert_features_exact(served, recompute_features(conn, spec), spec.features.names)
