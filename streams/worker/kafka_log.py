@@ -242,11 +242,14 @@ class BrokerLink:
                     self._refused = self._refused or refused
                 self._log.debug("%s", refused)
                 return
-        # "0/2 brokers are down": said while a refused handshake tears the connection down,
-        # before the refusal itself is reported; not an outage.
-        if code == KafkaError._ALL_BROKERS_DOWN and not err.str().startswith("0/"):
+        if code == KafkaError._ALL_BROKERS_DOWN:
             if self._refused is not None:
                 return  # the refusal explains it; no "unreachable" line beside it
+            # "0/2 brokers are down" is said while a refused handshake tears the connection
+            # down, before the refusal is reported, but also by a consumer (bootstrap and
+            # group coordinator) whose broker went away, as that client's only report of a
+            # real outage: kept unsaid until the statistics show no broker up (on_stats).
+            uncounted = err.str().startswith("0/")
             with self._lock:
                 if self._down_since is not None:
                     # Down again before the return was confirmed: the same outage, unsaid.
@@ -258,8 +261,10 @@ class BrokerLink:
                 # outage it saw: kept unsaid until statistics show no broker up (on_stats).
                 # During a start check the check's own error says it (or the refusal that
                 # a slow TLS handshake reports only after "all brokers down").
-                self._unsaid = self._checking > 0 or (
-                    self._up_at is not None and now - self._up_at < BACK_SETTLE_S
+                self._unsaid = (
+                    uncounted
+                    or self._checking > 0
+                    or (self._up_at is not None and now - self._up_at < BACK_SETTLE_S)
                 )
                 self._detail = err.str()
             if not self._unsaid:
@@ -313,8 +318,8 @@ class BrokerLink:
         """librdkafka `stats_cb`: a broker UP in two statistics `BACK_SETTLE_S` apart means
         the link is back; one UP alone is not (a restarting broker accepts a connection,
         then drops it again while it starts, which would be said as a second outage)."""
-        if self._down_since is None:
-            return
+        if self._down_since is None or self._refused is not None:
+            return  # nothing down, or a refusal, which says it all
         stats: dict[str, Any] = orjson.loads(stats_json)
         brokers = stats.get("brokers", {}).values()
         if not any(b.get("state") == "UP" and b.get("nodeid", -1) >= 0 for b in brokers):

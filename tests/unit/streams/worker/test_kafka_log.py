@@ -152,3 +152,43 @@ def test_an_outage_met_by_a_start_check_is_left_to_the_check_to_say(
         link.on_error(KafkaError(KafkaError._ALL_BROKERS_DOWN, "1/1 brokers are down"))
     said = [r.getMessage() for r in caplog.records]
     assert len(said) == 1 and said[0].startswith("broker unreachable since "), said
+
+
+def test_a_zero_count_report_is_an_outage_once_the_statistics_show_no_broker_up(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A consumer whose broker goes away may report only "0/2 brokers are down" (bootstrap
+    # and group coordinator): an exactly-once worker said nothing of a 30 s outage (CI).
+    clock = Clock(1_000.0)
+    link = BrokerLink(clock=clock)
+    with caplog.at_level(logging.INFO, logger="streams.kafka"):
+        link.on_error(KafkaError(KafkaError._ALL_BROKERS_DOWN, "0/2 brokers are down"))
+        assert link.down and caplog.records == []
+        clock.now += 5
+        link.on_stats(stats("TRY_CONNECT"))
+        clock.now += 30
+        link.up()
+    said = [r.getMessage() for r in caplog.records]
+    assert [m.split(" since ")[0] for m in said] == [
+        "broker unreachable",
+        "reconnected to the broker after 35 s",
+    ]
+
+
+def test_a_zero_count_report_while_brokers_answer_or_beside_a_refusal_says_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = Clock(1_000.0)
+    link = BrokerLink(clock=clock)
+    refused = BrokerLink(clock=clock)
+    with caplog.at_level(logging.INFO, logger="streams.kafka"):
+        link.on_error(KafkaError(KafkaError._ALL_BROKERS_DOWN, "0/2 brokers are down"))
+        link.on_stats(stats("UP"))
+        clock.now += BACK_SETTLE_S
+        link.on_stats(stats("UP"))  # a broker answers: over, unsaid
+        # A handshake refused: "0/1 brokers are down" first, then the refusal itself.
+        refused.on_error(KafkaError(KafkaError._ALL_BROKERS_DOWN, "0/1 brokers are down"))
+        refused.on_error(KafkaError(KafkaError._AUTHENTICATION, "SASL authentication failed"))
+        refused.on_stats(stats("TRY_CONNECT"))
+    assert caplog.records == []
+    assert not link.down and refused.refusal is not None
