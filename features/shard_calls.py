@@ -12,7 +12,7 @@ fails with MOVED/ASK/TRYAGAIN/CLUSTERDOWN, a connection error, or a script stopp
 that is not local (a slot moving) has the slot map refreshed, its shards regrouped and
 retried, until `RETRY_S` seconds have passed; then `ClusterCallError`. A retried group is
 safe: the per-shard high-water of the script makes a call that already applied a replay,
-never a double count. NOSCRIPT (a node restarted or failed over): load and retry.
+never a double count. NOSCRIPT (never loaded there, restarted, failed over): load, retry.
 
 With `replicas` > 0 each call is followed, in the same round trip, by `WAIT replicas
 WAIT_MS`: a call whose node has fewer replicas holding its writes by then raises
@@ -24,6 +24,7 @@ until one is back: durability over availability, as the URL asked (`?replicas=N`
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -96,9 +97,10 @@ class ShardCalls:
         self._slots = tuple(slots)
         self._cluster = is_cluster(client)
         self._pool: ThreadPoolExecutor | None = None
-        self.sha = client.script_load(script)
-        if isinstance(self.sha, dict):  # a cluster answers per node: one script, one sha
-            self.sha = next(iter(self.sha.values()))
+        # Redis names a script by the SHA1 of its text. Nothing is sent here: each node gets
+        # the script on its first NOSCRIPT (below), so a Redis that is away while a worker
+        # starts is an outage its first batch waits out, not a crash at start.
+        self.sha = hashlib.sha1(script.encode()).hexdigest()
 
     def close(self) -> None:
         """Stop the thread pool (the client is the caller's)."""

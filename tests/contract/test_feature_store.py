@@ -568,6 +568,21 @@ def test_redis_state_survives_reopening_the_store(client: redis.Redis, unique: s
     assert result.values[0, SPEC.names.index("n")] == 2
 
 
+def test_a_store_opened_while_redis_is_away_waits_for_its_first_batch_to_say_so() -> None:
+    # A worker restarted just as Redis restarts (chaos, CI): opening the store sends nothing,
+    # so the outage reaches the worker's first batch (a pause), not its start (a crash).
+    store = RedisFeatureStore(SPEC, connect("redis://127.0.0.1:1/0?cluster=no"), "away")
+    with pytest.raises(redis.ConnectionError):
+        store.update_and_read(FeatureBatch([ev(T0)[1]], [T0]))
+    store.close()
+
+
+@pytest.mark.integration
+def test_redis_names_the_script_as_the_store_does(client: redis.Redis, unique: str) -> None:
+    store = RedisFeatureStore(SPEC, client, unique)
+    assert client.script_load(RedisFeatureStore.SCRIPT) == store._calls.sha
+
+
 @pytest.mark.integration
 def test_redis_reloads_the_script_after_a_script_flush(
     client: redis.Redis, admin_client: redis.Redis, unique: str
