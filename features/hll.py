@@ -82,10 +82,11 @@ def _murmurhash64a_many(data: np.ndarray) -> np.ndarray:
     return h
 
 
-def register_codes(members: Sequence[bytes | None]) -> list[int | None]:
-    """Per member `register * 64 + value` of `register_and_value` (None stays None), hashed
-    a batch at a time: features.lua keeps small count_distinct sets as these registers."""
-    codes: list[int | None] = [None] * len(members)
+def register_codes(members: Sequence[bytes | None]) -> np.ndarray:
+    """Per member `register * 64 + value` of `register_and_value` (None stays None), as an
+    object array, hashed a batch at a time (one numpy pass per member length): features.lua
+    keeps small count_distinct sets as these registers."""
+    codes = np.full(len(members), None, dtype=object)
     by_length: dict[int, list[int]] = {}
     for i, m in enumerate(members):
         if m is not None:
@@ -96,9 +97,7 @@ def register_codes(members: Sequence[bytes | None]) -> list[int | None]:
         rest = (h >> np.uint64(P)) | np.uint64(1 << Q)
         lowest = rest & (~rest + np.uint64(1))  # a power of two: its log2 is exact
         values = np.log2(lowest.astype(np.float64)).astype(np.int64) + 1
-        got = (h & np.uint64(REGISTERS - 1)).astype(np.int64) * 64 + values
-        for i, code in zip(rows, got.tolist(), strict=True):
-            codes[i] = code
+        codes[rows] = ((h & np.uint64(REGISTERS - 1)).astype(np.int64) * 64 + values).tolist()
     return codes
 
 

@@ -332,9 +332,7 @@ class RedisFeatureStore:
                 for r in records
             ]
             cols.d.append(column)
-            codes = np.empty(cols.n, dtype=object)
-            codes[:] = register_codes([None if m is None else m.encode() for m in column])
-            cols.r.append(codes)
+            cols.r.append(register_codes([None if m is None else m.encode() for m in column]))
         common: dict[str, Any] = {}
         partitions: dict[tuple[str, int], int] = {}
         tops: list[int] = []  # per partition of the batch, its highest offset

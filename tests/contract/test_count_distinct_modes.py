@@ -27,6 +27,7 @@ from features.reference import ReferenceFeatureStore
 from features.shards import shard_of, shard_prefixes
 from features.spec import FeatureSpec
 from features.store import FeatureBatch
+from tests.contract.test_feature_store import SPEC as CONTRACT_SPEC
 
 pytestmark = pytest.mark.integration
 
@@ -35,21 +36,10 @@ MIN = 60 * S
 T0 = 28_333_334 * MIN
 CAP = 64  # features.lua's registers per window union held in the state
 
+# The contract spec's count_distinct (first column here) and count of the card.
+_BY_NAME = {a.name: a.model_dump(exclude_none=True) for a in CONTRACT_SPEC.aggregations}
 SPEC = FeatureSpec.model_validate(
-    {
-        "lateness": "90s",
-        "aggregations": [
-            {
-                "name": "merchants",
-                "entity": "card",
-                "agg": "count_distinct",
-                "field": "merchant",
-                "window": "3m",
-                "bucket": "1m",
-            },
-            {"name": "n", "entity": "card", "agg": "count", "window": "3m", "bucket": "1m"},
-        ],
-    }
+    {"lateness": "90s", "aggregations": [_BY_NAME["merchants"], _BY_NAME["n"]]}
 )
 Event = tuple[int, dict[str, Any]]
 _M = 0xC6A4A7935BD1E995

@@ -70,7 +70,7 @@ def test_register_codes_of_a_batch_equal_one_member_at_a_time() -> None:
         if member is not None:
             register, value = register_and_value(member)
             assert code == register * 64 + value
-    assert register_codes([]) == []
+    assert register_codes([]).tolist() == []
 
 
 @pytest.mark.integration
